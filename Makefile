@@ -1,0 +1,53 @@
+# Two commands: `make run` starts the server, `make test` checks everything.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast lint types fmt system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,cluster,ops,fast]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	@echo "xmppd: domain localhost, STARTTLS on 5222, direct TLS on 5223, data in ./data"
+	@echo "  add a user:  $(BIN)/xmppctl adduser alice@localhost"
+	@echo "  connect:     any XMPP client as alice@localhost to 127.0.0.1:5222 (self-signed certificate)"
+	$(BIN)/xmppd
+
+# External client programs the interop tests drive (Debian packages).
+system-deps:
+	@command -v go-sendxmpp >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q go-sendxmpp >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q go-sendxmpp >/dev/null)); \
+	  else echo "go-sendxmpp missing: install it (Debian: apt-get install go-sendxmpp)"; exit 1; fi; }
+
+lint: install
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+
+types: install
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format services tests
+	$(BIN)/ruff check --fix services tests
+
+test: install system-deps lint types
+	XMPPD_REQUIRE_POSTGRES=1 $(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The quick loop: no slow or interop tests.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""``xmppctl``: the operator's command line."""

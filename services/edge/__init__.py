@@ -1,0 +1,1 @@
+"""The edge service: terminates client streams (TCP with STARTTLS, direct TLS)."""

@@ -1,0 +1,93 @@
+"""Private XML storage (XEP-0049).
+
+Each child of ``<query xmlns='jabber:iq:private'/>`` is stored under its
+Clark name ``{namespace}localname``. This is the storage behind bookmarks
+(XEP-0048), roster delimiters (XEP-0083) and annotations (XEP-0145), which
+are simply namespaces kept here.
+
+* Only the owner may get or set (``to`` absent or their own bare JID);
+  anyone else gets forbidden (the XEP prefers it to service-unavailable).
+* A query without a child element, or a child in the reserved namespaces
+  ``jabber:client``, ``jabber:server`` or ``jabber:iq:private`` (which is
+  also what an element without its own namespace inherits), is
+  not-acceptable.
+* get returns the stored element for each child asked for, or the empty
+  child when nothing is stored under that name. set stores each child as
+  sent and answers an empty result.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from lxml import etree
+
+from ..router.interface import Envelope
+from ..xmpp import ns
+from ..xmpp.errors import StanzaCondition, StanzaError
+from .base import Context, Feature
+
+__all__ = ["FEATURE", "RESERVED_NAMESPACES"]
+
+_QUERY = ns.q(ns.PRIVATE, "query")
+RESERVED_NAMESPACES = frozenset({ns.CLIENT, ns.SERVER, ns.PRIVATE})
+_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def _children(ctx: Context, env: Envelope, payload: etree._Element) -> list[etree._Element]:
+    if env.frm.bare != env.to.bare:
+        raise StanzaError(StanzaCondition.FORBIDDEN)
+    children = [c for c in payload if isinstance(c.tag, str)]
+    if not children:
+        raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "no child element to store or fetch")
+    for c in children:
+        if etree.QName(c).namespace in RESERVED_NAMESPACES or etree.QName(c).namespace is None:
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "reserved namespace")
+    return children
+
+
+def _query() -> etree._Element:
+    return etree.Element(_QUERY, nsmap={None: ns.PRIVATE})
+
+
+async def _get(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element:
+    children = _children(ctx, env, payload)
+    user = env.to.bare
+    assert user.local is not None
+    out = _query()
+    for c in children:
+        key = str(c.tag)
+        data = await ctx.storage.get_private(user.domain, user.local, key)
+        stored: etree._Element | None = None
+        if data is not None:
+            try:
+                stored = etree.fromstring(data, parser=_SAFE)
+            except etree.XMLSyntaxError:
+                stored = None
+        if stored is None:
+            uri = etree.QName(c).namespace
+            assert uri is not None  # checked by _children
+            stored = etree.Element(key, nsmap={None: uri})
+        out.append(stored)
+    return out
+
+
+async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
+    children = _children(ctx, env, payload)
+    user = env.to.bare
+    assert user.local is not None
+    for c in children:
+        el = copy.deepcopy(c)
+        el.tail = None
+        etree.cleanup_namespaces(el)
+        await ctx.storage.set_private(user.domain, user.local, str(c.tag), etree.tostring(el))
+    return None
+
+
+FEATURE = Feature(
+    name="private",
+    xeps=("XEP-0049", "XEP-0048", "XEP-0083", "XEP-0145"),
+    disco_features=(ns.PRIVATE,),
+    account_disco_features=(ns.PRIVATE,),
+    account_iq={(_QUERY, "get"): _get, (_QUERY, "set"): _set},
+)

@@ -1,0 +1,1 @@
+"""Process-level plumbing shared by every service: database access and migrations."""

@@ -1,0 +1,36 @@
+"""Per-user block lists (XEP-0191), cached so routing needs no query per stanza."""
+
+from __future__ import annotations
+
+from ..storage.interface import Storage
+from ..xmpp.jid import JID
+
+
+class BlockCache:
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._cache: dict[JID, frozenset[str]] = {}
+
+    async def get(self, user: JID) -> frozenset[str]:
+        bare = user.bare
+        got = self._cache.get(bare)
+        if got is None:
+            assert bare.local is not None
+            got = frozenset(await self._storage.get_blocklist(bare.domain, bare.local))
+            self._cache[bare] = got
+        return got
+
+    def invalidate(self, user: JID) -> None:
+        self._cache.pop(user.bare, None)
+
+    async def blocks(self, user: JID, other: JID) -> bool:
+        """Does ``user`` block ``other``? Matches full, bare and domain entries."""
+        items = await self.get(user)
+        if not items:
+            return False
+        return (
+            str(other) in items
+            or str(other.bare) in items
+            or other.domain in items
+            or (other.resource is not None and f"{other.domain}/{other.resource}" in items)
+        )

@@ -1,0 +1,89 @@
+"""Typed interfaces between edge, router and presence.
+
+In the embedded default these are implemented by in-process objects passed
+to each other directly; in the cluster by gRPC clients with the same methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lxml import etree
+
+from ..xmpp.jid import JID
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A stanza on its way through the server: the routing header plus the
+    serialized bytes, parsed once at the edge. ``element`` is the parsed form
+    when it is at hand (in-process); :meth:`tree` parses lazily otherwise."""
+
+    kind: str  # message | presence | iq
+    type: str | None
+    id: str | None
+    frm: JID
+    to: JID
+    data: bytes
+    element: etree._Element | None = None
+
+    def tree(self) -> etree._Element:
+        if self.element is None:
+            self.element = etree.fromstring(self.data, parser=_SAFE)
+        return self.element
+
+    @staticmethod
+    def of(el: etree._Element, frm: JID, to: JID) -> Envelope:
+        return Envelope(
+            kind=etree.QName(el).localname,
+            type=el.get("type"),
+            id=el.get("id"),
+            frm=frm,
+            to=to,
+            data=etree.tostring(el),
+            element=el,
+        )
+
+
+_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+@dataclass(slots=True)
+class Session:
+    """One bound resource as the registry knows it."""
+
+    jid: JID
+    node: str  # the edge node holding the stream
+    priority: int = 0
+    available: bool = False  # sent initial presence and not yet unavailable
+    presence: bytes | None = None  # last broadcast presence, serialized
+    interested: bool = False  # requested the roster (RFC 6121 2.1.1)
+    directed: set[JID] = field(default_factory=set)  # directed presence sent to
+    started: float = 0.0
+    ip: str = ""
+    sid: str = ""  # the stream id: tells a session from its replacement
+
+
+class SessionRegistry(Protocol):
+    async def add(self, s: Session) -> Session | None: ...  # returns a replaced session
+    async def remove(self, jid: JID, sid: str | None = None) -> Session | None: ...
+    async def get(self, jid: JID) -> Session | None: ...
+    async def resources(self, bare: JID) -> list[Session]: ...
+    async def all(self) -> list[Session]: ...
+    async def count(self) -> int: ...
+
+
+class EdgeLink(Protocol):
+    """What the router needs from an edge node."""
+
+    node_id: str
+
+    async def deliver(self, jid: JID, data: bytes) -> bool: ...
+    async def close_session(self, jid: JID, condition: str, text: str | None = None) -> bool: ...
+
+
+class Router(Protocol):
+    async def route(self, env: Envelope) -> None: ...
+    async def bind(self, s: Session) -> None: ...
+    async def unbind(self, jid: JID, sid: str) -> None: ...

@@ -1,0 +1,232 @@
+"""The router: where every stanza from a client goes after the edge.
+
+Delivery follows RFC 6121 section 8 (bare vs full JID, available resources,
+priority, offline storage, errors for missing users); IQs addressed to the
+server or to an account go to the feature handlers; presence goes to the
+presence service. Plain message routing touches no database: the session
+registry and the block-list cache answer from memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from ..features.base import NO_REPLY, FeatureSet, IQHandler
+from ..storage.interface import Storage
+from ..xmpp import ns
+from ..xmpp import stanza as st
+from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
+from ..xmpp.jid import JID
+from .blocking import BlockCache
+from .interface import EdgeLink, Envelope, Session, SessionRegistry
+from .offline import OfflineStore
+
+if TYPE_CHECKING:
+    from ..platform.config import Settings
+    from ..presence.service import PresenceService
+
+log = logging.getLogger("xmppd.router")
+
+
+class RouterService:
+    def __init__(
+        self,
+        settings: Settings,
+        storage: Storage,
+        sessions: SessionRegistry,
+        features: FeatureSet,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.sessions = sessions
+        self.features = features
+        self.started_at = time.time()
+        self.edges: dict[str, EdgeLink] = {}
+        self.blocks = BlockCache(storage)
+        self.offline = OfflineStore(self)
+        self.presence: PresenceService | None = None
+        self._hosts = frozenset(settings.hosts)
+
+    # ---- context for features ---------------------------------------------
+
+    def is_local(self, domain: str) -> bool:
+        return domain in self._hosts
+
+    async def user_exists(self, jid: JID) -> bool:
+        if jid.local is None or not self.is_local(jid.domain):
+            return False
+        if await self.sessions.resources(jid.bare):
+            return True
+        acct = await self.storage.get_account(jid.domain, jid.local)
+        return acct is not None
+
+    async def deliver(self, jid: JID, data: bytes) -> bool:
+        s = await self.sessions.get(jid)
+        if s is None:
+            return False
+        edge = self.edges.get(s.node)
+        if edge is None:
+            return False
+        return await edge.deliver(jid, data)
+
+    async def send(self, el: etree._Element) -> None:
+        frm = JID.parse(el.get("from") or self.settings.default_host)
+        to = JID.parse(el.get("to") or str(frm.bare))
+        await self.route(Envelope.of(el, frm, to), trusted=True)
+
+    def attach_edge(self, edge: EdgeLink) -> None:
+        self.edges[edge.node_id] = edge
+
+    # ---- sessions --------------------------------------------------------
+
+    async def bind(self, s: Session) -> None:
+        old = await self.sessions.add(s)
+        if old is not None and old.node in self.edges:
+            # RFC 6120 7.7.2.2: the older session is replaced with <conflict/>
+            await self.edges[old.node].close_session(
+                old.jid, "conflict", "replaced by new connection"
+            )
+            if self.presence is not None:
+                await self.presence.session_gone(old, replaced=True)
+
+    async def unbind(self, jid: JID, sid: str) -> None:
+        s = await self.sessions.remove(jid, sid)
+        if s is not None and self.presence is not None:
+            await self.presence.session_gone(s, replaced=False)
+
+    # ---- routing ------------------------------------------------------------
+
+    async def route(self, env: Envelope, trusted: bool = False) -> None:
+        try:
+            await self._route(env, trusted)
+        except StanzaError as err:
+            await self.bounce(env, err)
+
+    async def bounce(self, env: Envelope, err: StanzaError) -> None:
+        """Answer a stanza with an error, unless it is an error itself (no loops)."""
+        if env.type == "error" or (env.kind == "iq" and env.type == "result"):
+            return
+        el = env.tree()
+        reply = stanza_error_reply(el, err)
+        reply.set("to", str(env.frm))
+        reply.set("from", str(env.to))
+        await self._route(Envelope.of(reply, env.to, env.frm), trusted=True)
+
+    async def _route(self, env: Envelope, trusted: bool) -> None:
+        to = env.to
+        if env.kind == "presence" and self.presence is not None:
+            if not trusted and self.is_local(env.frm.domain) and env.frm.local is not None:
+                await self.presence.outbound(env)
+                return
+            if self.is_local(to.domain):
+                await self.presence.inbound(env)
+                return
+        if not self.is_local(to.domain):
+            # Federation is a separate issue: until then remote domains are unreachable.
+            raise StanzaError(StanzaCondition.REMOTE_SERVER_NOT_FOUND)
+        if to.local is None:
+            await self._to_server(env)
+            return
+        if not trusted and await self._blocked(env):
+            return
+        if to.resource is not None:
+            if await self.deliver(to, env.data):
+                return
+            if env.kind == "iq":
+                if env.type in ("get", "set"):
+                    raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+                return
+            if env.type in ("groupchat", "error"):
+                return
+            # RFC 6121 8.5.3.2.1: message to an absent resource is treated as bare
+        if env.kind == "iq":
+            await self._iq_to_account(env)
+            return
+        await self._message_to_bare(env)
+
+    async def _blocked(self, env: Envelope) -> bool:
+        """XEP-0191 section 3.4/3.5: blocked in either direction."""
+        frm, to = env.frm, env.to
+        if frm.local is not None and self.is_local(frm.domain) and frm.bare != to.bare:
+            if await self.blocks.blocks(frm, to):
+                if env.kind != "presence":
+                    app = etree.Element(
+                        ns.q(ns.BLOCKING_ERRORS, "blocked"), nsmap={None: ns.BLOCKING_ERRORS}
+                    )
+                    raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, app_condition=app)
+                return True
+        if to.local is not None and frm.bare != to.bare and await self.blocks.blocks(to, frm):
+            if (env.kind == "iq" and env.type in ("get", "set")) or (
+                env.kind == "message" and env.type not in ("error", "groupchat", "headline")
+            ):
+                raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+            return True
+        return False
+
+    async def _message_to_bare(self, env: Envelope) -> None:
+        to = env.to.bare
+        typ = env.type or "normal"
+        targets = [s for s in await self.sessions.resources(to) if s.available and s.priority >= 0]
+        if typ == "error":
+            return
+        if typ == "groupchat":
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+        if targets:
+            if typ != "headline":
+                top = max(s.priority for s in targets)
+                targets = [s for s in targets if s.priority == top]
+            for s in targets:
+                edge = self.edges.get(s.node)
+                if edge is not None:
+                    await edge.deliver(s.jid, env.data)
+            return
+        if typ == "headline":
+            return
+        if not await self.user_exists(to):
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+        await self.offline.store(to, env)
+
+    async def _iq_to_account(self, env: Envelope) -> None:
+        if env.type not in ("get", "set"):
+            return
+        if env.frm.bare != env.to.bare and not await self.user_exists(env.to):
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+        await self._run_iq(env, self.features.account_iq)
+
+    async def _to_server(self, env: Envelope) -> None:
+        if env.to.resource is not None:
+            if env.kind == "iq" and env.type in ("get", "set"):
+                raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+            return
+        if env.kind == "iq":
+            if env.type in ("get", "set"):
+                await self._run_iq(env, self.features.server_iq)
+            return
+        # messages to the server itself have no handler (yet): RFC 6120 10.3.1 lets us ignore them
+
+    async def _run_iq(self, env: Envelope, table: Mapping[tuple[str, str], IQHandler]) -> None:
+        el = env.tree()
+        child = el[0] if len(el) else None
+        if child is None or not isinstance(child.tag, str):
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        handler = table.get((child.tag, env.type or ""))
+        if handler is None:
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+        result = await handler(self, env, child)
+        if result is NO_REPLY:
+            return
+        reply = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=env.id)
+        if result is not None:
+            reply.append(result)
+        await self.deliver_or_drop(env.frm, reply)
+
+    async def deliver_or_drop(self, to: JID, el: etree._Element) -> None:
+        if to.resource is not None and self.is_local(to.domain):
+            await self.deliver(to, etree.tostring(el))
+        else:
+            await self.send(el)

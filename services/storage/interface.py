@@ -1,0 +1,108 @@
+"""The storage service's typed interface.
+
+Every durable piece of per-user data goes through this Protocol. The embedded
+default passes a :class:`services.storage.store.Store` over SQLite; the cluster
+passes the same class over PostgreSQL, or a gRPC client implementing this
+Protocol remotely. Usernames are prepared localparts; hosts are domains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..xmpp.sasl import ScramCredentials
+
+__all__ = ["Account", "LastActivity", "OfflineMessage", "RosterItem", "ScramCredentials", "Storage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    host: str
+    username: str
+    created_at: float
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RosterItem:
+    """One roster entry with its RFC 6121 subscription state.
+
+    ``subscription`` is none/to/from/both; ``ask`` is True while an outbound
+    subscribe is pending ("None + Pending Out" and friends);
+    ``pending_in`` holds an inbound subscribe awaiting the user's answer;
+    ``approved`` is a pre-approval (RFC 6121 section 3.4).
+    """
+
+    jid: str  # bare JID of the contact
+    name: str | None = None
+    subscription: str = "none"
+    ask: bool = False
+    pending_in: bool = False
+    approved: bool = False
+    groups: tuple[str, ...] = field(default_factory=tuple)
+    #: the stanza (serialized) of a pending inbound subscribe, redelivered on login
+    pending_in_stanza: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OfflineMessage:
+    id: int
+    stanza: bytes
+    stamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class LastActivity:
+    stamp: float
+    status: str | None
+
+
+class Storage(Protocol):
+    # accounts
+    async def create_account(
+        self, host: str, username: str, creds: list[ScramCredentials]
+    ) -> bool: ...  # False if it exists
+    async def get_account(self, host: str, username: str) -> Account | None: ...
+    async def list_accounts(
+        self, host: str, search: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Account]: ...
+    async def count_accounts(self, host: str) -> int: ...
+    async def delete_account(self, host: str, username: str) -> bool: ...  # and all their data
+    async def get_credentials(
+        self, host: str, username: str, hash_name: str
+    ) -> ScramCredentials | None: ...
+    async def set_credentials(
+        self, host: str, username: str, creds: list[ScramCredentials]
+    ) -> bool: ...
+    async def set_disabled(self, host: str, username: str, disabled: bool) -> bool: ...
+
+    # roster (RFC 6121) with versioning (XEP-0237): every change bumps the version
+    async def get_roster(self, host: str, username: str) -> tuple[int, list[RosterItem]]: ...
+    async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None: ...
+    async def put_roster_item(self, host: str, username: str, item: RosterItem) -> int: ...
+    async def delete_roster_item(self, host: str, username: str, jid: str) -> int: ...
+
+    # offline messages (XEP-0160)
+    async def store_offline(self, host: str, username: str, stanza: bytes, stamp: float) -> int: ...
+    async def count_offline(self, host: str, username: str) -> int: ...
+    async def pop_offline(self, host: str, username: str) -> list[OfflineMessage]: ...
+
+    # vcard-temp (XEP-0054)
+    async def get_vcard(self, host: str, username: str) -> bytes | None: ...
+    async def set_vcard(self, host: str, username: str, vcard: bytes) -> None: ...
+
+    # private XML (XEP-0049), keyed by the child's "{namespace}localname"
+    async def get_private(self, host: str, username: str, key: str) -> bytes | None: ...
+    async def set_private(self, host: str, username: str, key: str, data: bytes) -> None: ...
+
+    # blocking (XEP-0191): bare or full JIDs or domains, as strings
+    async def get_blocklist(self, host: str, username: str) -> list[str]: ...
+    async def add_blocks(self, host: str, username: str, jids: list[str]) -> None: ...
+    async def remove_blocks(self, host: str, username: str, jids: list[str] | None) -> None: ...
+
+    # last activity (XEP-0012): set on the last session's logout
+    async def set_last_activity(
+        self, host: str, username: str, stamp: float, status: str | None
+    ) -> None: ...
+    async def get_last_activity(self, host: str, username: str) -> LastActivity | None: ...

@@ -1,0 +1,490 @@
+"""The :class:`Store`: the :class:`~services.storage.interface.Storage` Protocol on a database.
+
+The same class and the same SQL serve SQLite (embedded) and PostgreSQL
+(cluster), through :mod:`services.platform.db`. The schema is in
+``migrations/0001_initial.sql``.
+
+Behaviour the Protocol leaves open:
+
+* Writes that create per-user data (roster, offline messages, vCard, private
+  XML, blocks, last activity) need the account to exist, and raise
+  :class:`UnknownAccountError` when it does not; so do roster deletions, which
+  must return a version. Other deletions of nothing are no-ops, and reads for
+  an unknown account return nothing (``get_roster`` returns ``(0, [])``).
+* ``set_credentials`` replaces all the account's credentials by the given ones.
+* Every ``put_roster_item`` and ``delete_roster_item`` bumps the roster
+  version (XEP-0237), even when deleting an item that was not there.
+* Lists come back in code point order (``list_accounts`` by username,
+  ``get_roster`` by jid, ``get_blocklist`` by jid), the same on both engines.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from services.platform.db import Connection, Database, IntegrityError, open_database
+from services.platform.migrate import migrate
+from services.storage.interface import (
+    Account,
+    LastActivity,
+    OfflineMessage,
+    RosterItem,
+    ScramCredentials,
+)
+
+if TYPE_CHECKING:
+    from services.storage.interface import Storage
+
+__all__ = ["Store", "UnknownAccountError"]
+
+#: the tables holding per-user rows, emptied by delete_account (accounts last)
+_USER_TABLES = (
+    "scram_credentials",
+    "roster_items",
+    "offline_messages",
+    "vcards",
+    "private_xml",
+    "blocklist",
+    "last_activity",
+)
+
+_ROSTER_COLUMNS = (
+    "jid, name, subscription, ask, pending_in, approved, groups_json, pending_in_stanza"
+)
+
+
+class UnknownAccountError(LookupError):
+    """A write for per-user data named an account that does not exist."""
+
+    def __init__(self, host: str, username: str) -> None:
+        super().__init__(f"no account {username}@{host}")
+        self.host = host
+        self.username = username
+
+
+def _like_pattern(search: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching ``search`` as a substring."""
+    escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    host, username, created_at, disabled = row
+    return Account(
+        host=host, username=username, created_at=float(created_at), disabled=bool(disabled)
+    )
+
+
+def _roster_item(row: tuple[Any, ...]) -> RosterItem:
+    jid, name, subscription, ask, pending_in, approved, groups_json, stanza = row
+    return RosterItem(
+        jid=jid,
+        name=name,
+        subscription=subscription,
+        ask=bool(ask),
+        pending_in=bool(pending_in),
+        approved=bool(approved),
+        groups=tuple(json.loads(groups_json)),
+        pending_in_stanza=None if stanza is None else bytes(stanza),
+    )
+
+
+def _unique_credentials(creds: Iterable[ScramCredentials]) -> list[ScramCredentials]:
+    """One credential per hash name (the last given wins)."""
+    return list({c.hash_name: c for c in creds}.values())
+
+
+class Store:
+    """Implements :class:`~services.storage.interface.Storage` with SQL over a :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        # code point order for ORDER BY on PostgreSQL, whatever the database's locale
+        self._collate = ' COLLATE "C"' if db.dialect == "postgres" else ""
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Open the database at ``url``, bring its schema up to date, return a Store on it."""
+        db = await open_database(url)
+        try:
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    @asynccontextmanager
+    async def _owner_required(self, host: str, username: str) -> AsyncIterator[None]:
+        """Turn the foreign key violation of a write for an unknown account into an error."""
+        try:
+            yield
+        except IntegrityError as e:
+            if await self._account_exists(self.db, host, username):
+                raise
+            raise UnknownAccountError(host, username) from e
+
+    @staticmethod
+    async def _account_exists(conn: Connection, host: str, username: str) -> bool:
+        row = await conn.fetchrow(
+            "SELECT 1 FROM accounts WHERE host = $1 AND username = $2", host, username
+        )
+        return row is not None
+
+    # ------------------------------------------------------------------ accounts
+
+    @staticmethod
+    async def _insert_credentials(
+        tx: Connection, host: str, username: str, creds: list[ScramCredentials]
+    ) -> None:
+        for c in _unique_credentials(creds):
+            await tx.execute(
+                "INSERT INTO scram_credentials"
+                " (host, username, hash_name, salt, iterations, stored_key, server_key)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                host,
+                username,
+                c.hash_name,
+                bytes(c.salt),
+                int(c.iterations),
+                bytes(c.stored_key),
+                bytes(c.server_key),
+            )
+
+    async def create_account(self, host: str, username: str, creds: list[ScramCredentials]) -> bool:
+        async with self.db.transaction() as tx:
+            inserted = await tx.execute(
+                "INSERT INTO accounts (host, username, created_at, disabled, roster_version)"
+                " VALUES ($1, $2, $3, FALSE, 0)"
+                " ON CONFLICT (host, username) DO NOTHING",
+                host,
+                username,
+                time.time(),
+            )
+            if not inserted:
+                return False
+            await self._insert_credentials(tx, host, username, creds)
+        return True
+
+    async def get_account(self, host: str, username: str) -> Account | None:
+        row = await self.db.fetchrow(
+            "SELECT host, username, created_at, disabled FROM accounts"
+            " WHERE host = $1 AND username = $2",
+            host,
+            username,
+        )
+        return None if row is None else _account(row)
+
+    async def list_accounts(
+        self, host: str, search: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[Account]:
+        columns = "SELECT host, username, created_at, disabled FROM accounts"
+        order = f" ORDER BY username{self._collate}"
+        if search:
+            rows = await self.db.fetch(
+                f"{columns} WHERE host = $1 AND LOWER(username) LIKE $2 ESCAPE '\\'"
+                f"{order} LIMIT $3 OFFSET $4",
+                host,
+                _like_pattern(search.lower()),
+                max(int(limit), 0),
+                max(int(offset), 0),
+            )
+        else:
+            rows = await self.db.fetch(
+                f"{columns} WHERE host = $1{order} LIMIT $2 OFFSET $3",
+                host,
+                max(int(limit), 0),
+                max(int(offset), 0),
+            )
+        return [_account(r) for r in rows]
+
+    async def count_accounts(self, host: str) -> int:
+        n = await self.db.fetchval("SELECT COUNT(*) FROM accounts WHERE host = $1", host)
+        return int(n)
+
+    async def delete_account(self, host: str, username: str) -> bool:
+        async with self.db.transaction() as tx:
+            for table in _USER_TABLES:
+                await tx.execute(
+                    f"DELETE FROM {table} WHERE host = $1 AND username = $2", host, username
+                )
+            deleted = await tx.execute(
+                "DELETE FROM accounts WHERE host = $1 AND username = $2", host, username
+            )
+        return deleted > 0
+
+    async def get_credentials(
+        self, host: str, username: str, hash_name: str
+    ) -> ScramCredentials | None:
+        row = await self.db.fetchrow(
+            "SELECT hash_name, salt, iterations, stored_key, server_key FROM scram_credentials"
+            " WHERE host = $1 AND username = $2 AND hash_name = $3",
+            host,
+            username,
+            hash_name,
+        )
+        if row is None:
+            return None
+        name, salt, iterations, stored_key, server_key = row
+        return ScramCredentials(
+            hash_name=name,
+            salt=bytes(salt),
+            iterations=int(iterations),
+            stored_key=bytes(stored_key),
+            server_key=bytes(server_key),
+        )
+
+    async def set_credentials(
+        self, host: str, username: str, creds: list[ScramCredentials]
+    ) -> bool:
+        try:
+            async with self.db.transaction() as tx:
+                if not await self._account_exists(tx, host, username):
+                    return False
+                await tx.execute(
+                    "DELETE FROM scram_credentials WHERE host = $1 AND username = $2",
+                    host,
+                    username,
+                )
+                await self._insert_credentials(tx, host, username, creds)
+        except IntegrityError:
+            # the account was deleted meanwhile (PostgreSQL)
+            if await self._account_exists(self.db, host, username):
+                raise
+            return False
+        return True
+
+    async def set_disabled(self, host: str, username: str, disabled: bool) -> bool:
+        updated = await self.db.execute(
+            "UPDATE accounts SET disabled = $3 WHERE host = $1 AND username = $2",
+            host,
+            username,
+            bool(disabled),
+        )
+        return updated > 0
+
+    # -------------------------------------------------------------------- roster
+
+    @staticmethod
+    async def _bump_roster_version(tx: Connection, host: str, username: str) -> int:
+        version = await tx.fetchval(
+            "UPDATE accounts SET roster_version = roster_version + 1"
+            " WHERE host = $1 AND username = $2 RETURNING roster_version",
+            host,
+            username,
+        )
+        if version is None:
+            raise UnknownAccountError(host, username)
+        return int(version)
+
+    async def get_roster(self, host: str, username: str) -> tuple[int, list[RosterItem]]:
+        # one statement, so the version and the items come from one snapshot
+        rows = await self.db.fetch(
+            "SELECT a.roster_version, r.jid, r.name, r.subscription, r.ask, r.pending_in,"
+            " r.approved, r.groups_json, r.pending_in_stanza"
+            " FROM accounts a LEFT JOIN roster_items r"
+            " ON r.host = a.host AND r.username = a.username"
+            " WHERE a.host = $1 AND a.username = $2",
+            host,
+            username,
+        )
+        if not rows:
+            return 0, []
+        version = int(rows[0][0])
+        items = [_roster_item(r[1:]) for r in rows if r[1] is not None]
+        items.sort(key=lambda item: item.jid)
+        return version, items
+
+    async def get_roster_item(self, host: str, username: str, jid: str) -> RosterItem | None:
+        row = await self.db.fetchrow(
+            f"SELECT {_ROSTER_COLUMNS} FROM roster_items"
+            " WHERE host = $1 AND username = $2 AND jid = $3",
+            host,
+            username,
+            jid,
+        )
+        return None if row is None else _roster_item(row)
+
+    async def put_roster_item(self, host: str, username: str, item: RosterItem) -> int:
+        async with self.db.transaction() as tx:
+            version = await self._bump_roster_version(tx, host, username)
+            await tx.execute(
+                f"INSERT INTO roster_items (host, username, {_ROSTER_COLUMNS})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                " ON CONFLICT (host, username, jid) DO UPDATE SET"
+                " name = excluded.name, subscription = excluded.subscription,"
+                " ask = excluded.ask, pending_in = excluded.pending_in,"
+                " approved = excluded.approved, groups_json = excluded.groups_json,"
+                " pending_in_stanza = excluded.pending_in_stanza",
+                host,
+                username,
+                item.jid,
+                item.name,
+                item.subscription,
+                bool(item.ask),
+                bool(item.pending_in),
+                bool(item.approved),
+                json.dumps(list(item.groups), ensure_ascii=False),
+                None if item.pending_in_stanza is None else bytes(item.pending_in_stanza),
+            )
+        return version
+
+    async def delete_roster_item(self, host: str, username: str, jid: str) -> int:
+        async with self.db.transaction() as tx:
+            version = await self._bump_roster_version(tx, host, username)
+            await tx.execute(
+                "DELETE FROM roster_items WHERE host = $1 AND username = $2 AND jid = $3",
+                host,
+                username,
+                jid,
+            )
+        return version
+
+    # ---------------------------------------------------------- offline messages
+
+    async def store_offline(self, host: str, username: str, stanza: bytes, stamp: float) -> int:
+        async with self._owner_required(host, username):
+            msg_id = await self.db.fetchval(
+                "INSERT INTO offline_messages (host, username, stanza, stamp)"
+                " VALUES ($1, $2, $3, $4) RETURNING id",
+                host,
+                username,
+                bytes(stanza),
+                float(stamp),
+            )
+        return int(msg_id)
+
+    async def count_offline(self, host: str, username: str) -> int:
+        n = await self.db.fetchval(
+            "SELECT COUNT(*) FROM offline_messages WHERE host = $1 AND username = $2",
+            host,
+            username,
+        )
+        return int(n)
+
+    async def pop_offline(self, host: str, username: str) -> list[OfflineMessage]:
+        async with self.db.transaction() as tx:
+            rows = await tx.fetch(
+                "DELETE FROM offline_messages WHERE host = $1 AND username = $2"
+                " RETURNING id, stanza, stamp",
+                host,
+                username,
+            )
+        messages = [OfflineMessage(int(i), bytes(s), float(t)) for i, s, t in rows]
+        messages.sort(key=lambda m: m.id)
+        return messages
+
+    # ------------------------------------------------------------------ vcard-temp
+
+    async def get_vcard(self, host: str, username: str) -> bytes | None:
+        data = await self.db.fetchval(
+            "SELECT data FROM vcards WHERE host = $1 AND username = $2", host, username
+        )
+        return None if data is None else bytes(data)
+
+    async def set_vcard(self, host: str, username: str, vcard: bytes) -> None:
+        async with self._owner_required(host, username):
+            await self.db.execute(
+                "INSERT INTO vcards (host, username, data) VALUES ($1, $2, $3)"
+                " ON CONFLICT (host, username) DO UPDATE SET data = excluded.data",
+                host,
+                username,
+                bytes(vcard),
+            )
+
+    # ----------------------------------------------------------------- private XML
+
+    async def get_private(self, host: str, username: str, key: str) -> bytes | None:
+        data = await self.db.fetchval(
+            "SELECT data FROM private_xml WHERE host = $1 AND username = $2 AND xml_key = $3",
+            host,
+            username,
+            key,
+        )
+        return None if data is None else bytes(data)
+
+    async def set_private(self, host: str, username: str, key: str, data: bytes) -> None:
+        async with self._owner_required(host, username):
+            await self.db.execute(
+                "INSERT INTO private_xml (host, username, xml_key, data) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (host, username, xml_key) DO UPDATE SET data = excluded.data",
+                host,
+                username,
+                key,
+                bytes(data),
+            )
+
+    # -------------------------------------------------------------------- blocking
+
+    async def get_blocklist(self, host: str, username: str) -> list[str]:
+        rows = await self.db.fetch(
+            "SELECT jid FROM blocklist WHERE host = $1 AND username = $2", host, username
+        )
+        return sorted(str(r[0]) for r in rows)
+
+    async def add_blocks(self, host: str, username: str, jids: list[str]) -> None:
+        if not jids:
+            return
+        async with self._owner_required(host, username), self.db.transaction() as tx:
+            for jid in dict.fromkeys(jids):
+                await tx.execute(
+                    "INSERT INTO blocklist (host, username, jid) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (host, username, jid) DO NOTHING",
+                    host,
+                    username,
+                    jid,
+                )
+
+    async def remove_blocks(self, host: str, username: str, jids: list[str] | None) -> None:
+        if jids is None:
+            await self.db.execute(
+                "DELETE FROM blocklist WHERE host = $1 AND username = $2", host, username
+            )
+            return
+        if not jids:
+            return
+        async with self.db.transaction() as tx:
+            for jid in dict.fromkeys(jids):
+                await tx.execute(
+                    "DELETE FROM blocklist WHERE host = $1 AND username = $2 AND jid = $3",
+                    host,
+                    username,
+                    jid,
+                )
+
+    # --------------------------------------------------------------- last activity
+
+    async def set_last_activity(
+        self, host: str, username: str, stamp: float, status: str | None
+    ) -> None:
+        async with self._owner_required(host, username):
+            await self.db.execute(
+                "INSERT INTO last_activity (host, username, stamp, status)"
+                " VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (host, username) DO UPDATE SET"
+                " stamp = excluded.stamp, status = excluded.status",
+                host,
+                username,
+                float(stamp),
+                status,
+            )
+
+    async def get_last_activity(self, host: str, username: str) -> LastActivity | None:
+        row = await self.db.fetchrow(
+            "SELECT stamp, status FROM last_activity WHERE host = $1 AND username = $2",
+            host,
+            username,
+        )
+        return None if row is None else LastActivity(stamp=float(row[0]), status=row[1])
+
+
+if TYPE_CHECKING:
+
+    def _implements_storage(db: Database) -> Storage:
+        return Store(db)

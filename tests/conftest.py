@@ -1,0 +1,249 @@
+"""Shared fixtures: a real embedded server on free ports, real clients.
+
+The server runs in the test's event loop (same process, real sockets); the
+clients are slixmpp (the main client), raw sockets for stream-level cases,
+and external programs in the interop tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import slixmpp
+
+from services.platform.config import Settings
+from services.platform.embedded import EmbeddedServer
+from services.xmpp.sasl import derive_credentials
+
+PASSWORD = "s3cret-Pa55"
+
+
+def make_settings(tmp: Path, **over: Any) -> Settings:
+    base: dict[str, Any] = dict(
+        hosts=["localhost"],
+        data_dir=str(tmp / "data"),
+        c2s_host="127.0.0.1",
+        c2s_port=0,
+        c2s_direct_tls_port=0,
+        registration=True,
+    )
+    base.update(over)
+    return Settings.load(env={}, **base)
+
+
+@pytest.fixture
+async def server_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[EmbeddedServer]]]:
+    started: list[EmbeddedServer] = []
+
+    async def start(**over: Any) -> EmbeddedServer:
+        srv = EmbeddedServer(make_settings(tmp_path, **over))
+        await srv.start()
+        started.append(srv)
+        return srv
+
+    yield start
+    for srv in started:
+        await srv.stop()
+
+
+@pytest.fixture
+async def server(server_factory: Callable[..., Awaitable[EmbeddedServer]]) -> EmbeddedServer:
+    srv = await server_factory()
+    for name in ("alice", "bob", "carol", "dave"):
+        await add_user(srv, name)
+    return srv
+
+
+async def add_user(srv: EmbeddedServer, name: str, password: str = PASSWORD) -> None:
+    assert srv.store is not None
+    creds = [derive_credentials(password, "SHA-1"), derive_credentials(password, "SHA-256")]
+    await srv.store.create_account("localhost", name, creds)
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
+    """slixmpp with queues of what arrives, for tests to await on."""
+
+    def __init__(self, jid: str, password: str, **kw: Any) -> None:
+        super().__init__(jid, password, **kw)
+        self.ssl_context = client_ssl_context()
+        self.messages: asyncio.Queue[Any] = asyncio.Queue()
+        self.presences: asyncio.Queue[Any] = asyncio.Queue()
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("presence", self.presences.put_nowait)
+
+    async def next_message(self, timeout: float = 5.0) -> Any:
+        return await asyncio.wait_for(self.messages.get(), timeout)
+
+    async def next_presence(
+        self, timeout: float = 5.0, pred: Callable[[Any], bool] | None = None
+    ) -> Any:
+        while True:
+            p = await asyncio.wait_for(self.presences.get(), timeout)
+            if pred is None or pred(p):
+                return p
+
+
+@pytest.fixture
+async def connect(server: EmbeddedServer) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    clients: list[Client] = []
+
+    async def _connect(
+        jid: str,
+        password: str = PASSWORD,
+        *,
+        direct_tls: bool = False,
+        presence: bool = True,
+        plugins: tuple[str, ...] = ("xep_0030", "xep_0199"),
+        srv: EmbeddedServer | None = None,
+        **kw: Any,
+    ) -> Client:
+        s = srv or server
+        c = Client(jid, password, **kw)
+        for p in plugins:
+            c.register_plugin(p)
+        c["feature_mechanisms"].unencrypted_plain = False
+        started: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        c.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
+        c.add_event_handler("failed_auth", lambda _e: started.done() or started.set_result(False))
+        if direct_tls:
+            c.enable_starttls = False
+            c.enable_plaintext = False
+            port = s.direct_tls_port
+        else:
+            c.enable_direct_tls = False
+            port = s.c2s_port
+        c.connect("127.0.0.1", port)
+        clients.append(c)
+        ok = await asyncio.wait_for(started, 10)
+        if not ok:
+            raise PermissionError("authentication failed")
+        if presence:
+            c.send_presence()
+            await asyncio.sleep(0.05)
+        return c
+
+    yield _connect
+    for c in clients:
+        c.disconnect(wait=False) if hasattr(c, "disconnect") else None
+    await asyncio.sleep(0.05)
+
+
+# ---- raw sockets for stream-level cases ------------------------------------
+
+
+class Raw:
+    """A raw XML stream over a real socket, for the cases no client library sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buf = b""
+
+    @classmethod
+    async def open(cls, port: int, tls: bool = False) -> Raw:
+        r, w = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_ssl_context() if tls else None
+        )
+        return cls(r, w)
+
+    def send(self, data: bytes | str) -> None:
+        self.writer.write(data.encode() if isinstance(data, str) else data)
+
+    async def expect(self, pattern: bytes | str, timeout: float = 5.0) -> bytes:
+        """Read until ``pattern`` (a regex) matches the buffer; return what was read."""
+        pat = re.compile(pattern.encode() if isinstance(pattern, str) else pattern, re.S)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            m = pat.search(self.buf)
+            if m:
+                out, self.buf = self.buf[: m.end()], self.buf[m.end() :]
+                return out
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no {pattern!r} in {self.buf[-500:]!r}")
+            chunk = await asyncio.wait_for(self.reader.read(65536), left)
+            if not chunk:
+                raise ConnectionError(f"closed before {pattern!r}; got {self.buf[-500:]!r}")
+            self.buf += chunk
+
+    async def closed(self, timeout: float = 5.0) -> bytes:
+        """Wait for the server to close the connection; return the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"connection still open; got {self.buf[-500:]!r}")
+            chunk = await asyncio.wait_for(self.reader.read(65536), left)
+            if not chunk:
+                rest, self.buf = self.buf, b""
+                return rest
+            self.buf += chunk
+
+    def header(self, to: str = "localhost", extra: str = "") -> None:
+        self.send(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+            f"xmlns:stream='http://etherx.jabber.org/streams' to='{to}' version='1.0'{extra}>"
+        )
+
+    async def starttls(self) -> None:
+        self.header()
+        await self.expect(b"</stream:features>")
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+        await self.expect(b"<proceed[^>]*/>")
+        await self.writer.start_tls(client_ssl_context())
+
+    async def login(
+        self, user: str = "alice", password: str = PASSWORD, resource: str = "raw"
+    ) -> str:
+        """STARTTLS, SASL PLAIN, bind; returns the bound full JID."""
+        await self.starttls()
+        self.header()
+        await self.expect(b"</stream:features>")
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        self.send(
+            f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
+        )
+        await self.expect(rb"<success[^>]*(/>|>[^<]*</success>)")
+        self.header()
+        await self.expect(b"</stream:features>")
+        self.send(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            f"<resource>{resource}</resource></bind></iq>"
+        )
+        out = await self.expect(b"</iq>")
+        m = re.search(rb"<jid>([^<]+)</jid>", out)
+        assert m, out
+        return m.group(1).decode()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@pytest.fixture
+async def raw(server: EmbeddedServer) -> AsyncIterator[Callable[..., Awaitable[Raw]]]:
+    opened: list[Raw] = []
+
+    async def _open(tls: bool = False) -> Raw:
+        r = await Raw.open(server.direct_tls_port if tls else server.c2s_port, tls)
+        opened.append(r)
+        return r
+
+    yield _open
+    for r in opened:
+        r.close()

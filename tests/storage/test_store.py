@@ -1,0 +1,392 @@
+"""services.storage.store.Store: every Storage method, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.platform.migrate import migrate
+from services.storage.interface import (
+    LastActivity,
+    RosterItem,
+    ScramCredentials,
+    Storage,
+)
+from services.storage.store import Store, UnknownAccountError
+from tests.platform import temp_database_url
+
+H = "example.org"
+OTHER_HOST = "example.net"
+
+
+def creds(hash_name: str = "SHA-256", seed: int = 1) -> ScramCredentials:
+    return ScramCredentials(
+        hash_name=hash_name,
+        salt=bytes([seed]) * 16,
+        iterations=4096 + seed,
+        stored_key=bytes([seed, 0xFF, 0x00]) * 8,
+        server_key=bytes([0x00, seed]) * 16,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with temp_database_url(request.param, tmp_path) as url:
+        s = await Store.open(url)
+        try:
+            yield s
+        finally:
+            await s.close()
+
+
+def test_store_implements_storage() -> None:
+    def check(s: Store) -> Storage:  # checked by mypy
+        return s
+
+    for name in dir(Storage):
+        if not name.startswith("_"):
+            assert callable(getattr(Store, name)), name
+
+
+# ----------------------------------------------------------------------- schema
+
+
+async def test_migrations_idempotent(store: Store) -> None:
+    assert await migrate(store.db) == []
+    assert await migrate(store.db) == []
+
+
+# --------------------------------------------------------------------- accounts
+
+
+async def test_create_get_duplicate(store: Store) -> None:
+    before = time.time()
+    assert await store.create_account(H, "alice", [creds("SHA-1", 1), creds("SHA-256", 2)])
+    assert not await store.create_account(H, "alice", [creds("SHA-256", 9)])
+    account = await store.get_account(H, "alice")
+    assert account is not None
+    assert (account.host, account.username, account.disabled) == (H, "alice", False)
+    assert before - 1 <= account.created_at <= time.time() + 1
+    # the duplicate did not touch the credentials
+    assert await store.get_credentials(H, "alice", "SHA-256") == creds("SHA-256", 2)
+    assert await store.get_credentials(H, "alice", "SHA-1") == creds("SHA-1", 1)
+    assert await store.get_credentials(H, "alice", "SHA-512") is None
+    assert await store.get_account(H, "bob") is None
+    assert await store.get_account(OTHER_HOST, "alice") is None
+    # same username, other host: a different account
+    assert await store.create_account(OTHER_HOST, "alice", [])
+    assert await store.get_credentials(OTHER_HOST, "alice", "SHA-256") is None
+
+
+async def test_credentials(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds("SHA-1", 1), creds("SHA-256", 2)])
+    # replaced as a whole: the old SHA-1 one goes
+    assert await store.set_credentials(H, "alice", [creds("SHA-256", 3)])
+    assert await store.get_credentials(H, "alice", "SHA-256") == creds("SHA-256", 3)
+    assert await store.get_credentials(H, "alice", "SHA-1") is None
+    assert await store.set_credentials(H, "alice", [creds("SHA-1", 4), creds("SHA-256", 5)])
+    assert await store.get_credentials(H, "alice", "SHA-1") == creds("SHA-1", 4)
+    assert await store.get_credentials(H, "alice", "SHA-256") == creds("SHA-256", 5)
+    assert not await store.set_credentials(H, "nobody", [creds()])
+    assert await store.get_credentials(H, "nobody", "SHA-256") is None
+
+
+async def test_disable(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.set_disabled(H, "alice", True)
+    account = await store.get_account(H, "alice")
+    assert account is not None and account.disabled is True
+    assert await store.set_disabled(H, "alice", False)
+    account = await store.get_account(H, "alice")
+    assert account is not None and account.disabled is False
+    assert not await store.set_disabled(H, "nobody", True)
+
+
+async def test_list_and_count(store: Store) -> None:
+    names = ["carol", "alice", "bob", "al_ex", "a%b", "dave", "xalx"]
+    for name in names:
+        assert await store.create_account(H, name, [creds()])
+    assert await store.create_account(OTHER_HOST, "alfred", [creds()])
+    assert await store.count_accounts(H) == len(names)
+    assert await store.count_accounts(OTHER_HOST) == 1
+    assert await store.count_accounts("nowhere.example") == 0
+
+    listed = await store.list_accounts(H)
+    assert [a.username for a in listed] == sorted(names)
+    assert all(a.host == H for a in listed)
+    assert [a.username for a in await store.list_accounts(H, limit=2)] == ["a%b", "al_ex"]
+    assert [a.username for a in await store.list_accounts(H, limit=2, offset=2)] == [
+        "alice",
+        "bob",
+    ]
+    assert await store.list_accounts(H, offset=100) == []
+
+    async def search(term: str) -> list[str]:
+        return [a.username for a in await store.list_accounts(H, search=term)]
+
+    assert await search("al") == ["al_ex", "alice", "xalx"]
+    assert await search("AL") == ["al_ex", "alice", "xalx"]
+    # LIKE wildcards are literal
+    assert await search("_") == ["al_ex"]
+    assert await search("%") == ["a%b"]
+    assert await search("l_x") == []
+    assert await search("\\") == []
+    assert await search("zzz") == []
+    assert await search("") == sorted(names)
+    assert [a.username for a in await store.list_accounts(H, search="a", limit=2, offset=1)] == [
+        "al_ex",
+        "alice",
+    ]
+
+
+async def test_delete_account_removes_everything(store: Store) -> None:
+    for name in ("alice", "bob"):
+        assert await store.create_account(H, name, [creds()])
+        await store.put_roster_item(H, name, RosterItem(jid="x@example.com", groups=("G",)))
+        await store.store_offline(H, name, b"<message/>", 1.0)
+        await store.set_vcard(H, name, b"<vCard/>")
+        await store.set_private(H, name, "{ns}q", b"<q/>")
+        await store.add_blocks(H, name, ["spam@example.com"])
+        await store.set_last_activity(H, name, 5.0, "bye")
+
+    assert await store.delete_account(H, "alice")
+    assert not await store.delete_account(H, "alice")
+    assert not await store.delete_account(H, "nobody")
+    assert await store.get_account(H, "alice") is None
+    assert await store.get_credentials(H, "alice", "SHA-256") is None
+    assert await store.get_roster(H, "alice") == (0, [])
+    assert await store.count_offline(H, "alice") == 0
+    assert await store.get_vcard(H, "alice") is None
+    assert await store.get_private(H, "alice", "{ns}q") is None
+    assert await store.get_blocklist(H, "alice") == []
+    assert await store.get_last_activity(H, "alice") is None
+    for table in ("scram_credentials", "roster_items", "offline_messages", "vcards"):
+        n = await store.db.fetchval(f"SELECT COUNT(*) FROM {table} WHERE username = $1", "alice")
+        assert n == 0, table
+
+    # bob is untouched
+    assert await store.get_account(H, "bob") is not None
+    assert (await store.get_roster(H, "bob"))[0] == 1
+    assert await store.count_offline(H, "bob") == 1
+    assert await store.get_vcard(H, "bob") == b"<vCard/>"
+    assert await store.get_blocklist(H, "bob") == ["spam@example.com"]
+
+    # a new account of the same name starts empty
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.get_roster(H, "alice") == (0, [])
+    assert await store.pop_offline(H, "alice") == []
+
+
+# ----------------------------------------------------------------------- roster
+
+
+async def test_roster(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.get_roster(H, "alice") == (0, [])
+
+    carol = RosterItem(
+        jid="carol@example.com",
+        name="Carol",
+        subscription="both",
+        groups=("Friends", "Wörk"),
+    )
+    bob = RosterItem(
+        jid="bob@example.com",
+        subscription="none",
+        ask=True,
+        pending_in=True,
+        approved=True,
+        pending_in_stanza=b"<presence type='subscribe'/>",
+    )
+    assert await store.put_roster_item(H, "alice", carol) == 1
+    assert await store.put_roster_item(H, "alice", bob) == 2
+    assert await store.get_roster(H, "alice") == (2, [bob, carol])
+    assert await store.get_roster_item(H, "alice", "carol@example.com") == carol
+    got = await store.get_roster_item(H, "alice", "bob@example.com")
+    assert got == bob
+    assert got is not None and got.ask is True and got.pending_in_stanza is not None
+    assert await store.get_roster_item(H, "alice", "nobody@example.com") is None
+
+    # update in place
+    carol2 = RosterItem(jid="carol@example.com", name=None, subscription="to", groups=())
+    assert await store.put_roster_item(H, "alice", carol2) == 3
+    assert await store.get_roster(H, "alice") == (3, [bob, carol2])
+
+    # delete bumps too, also of an absent item
+    assert await store.delete_roster_item(H, "alice", "bob@example.com") == 4
+    assert await store.get_roster(H, "alice") == (4, [carol2])
+    assert await store.delete_roster_item(H, "alice", "bob@example.com") == 5
+    assert await store.delete_roster_item(H, "alice", "carol@example.com") == 6
+    assert await store.get_roster(H, "alice") == (6, [])
+
+    # rosters are per user
+    assert await store.create_account(H, "dave", [creds()])
+    assert await store.get_roster(H, "dave") == (0, [])
+
+
+async def test_roster_unknown_account(store: Store) -> None:
+    with pytest.raises(UnknownAccountError):
+        await store.put_roster_item(H, "nobody", RosterItem(jid="x@example.com"))
+    with pytest.raises(UnknownAccountError):
+        await store.delete_roster_item(H, "nobody", "x@example.com")
+    assert await store.get_roster(H, "nobody") == (0, [])
+    assert await store.get_roster_item(H, "nobody", "x@example.com") is None
+
+
+async def test_roster_concurrent_versions(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    versions = await asyncio.gather(
+        *(store.put_roster_item(H, "alice", RosterItem(jid=f"c{i}@example.com")) for i in range(15))
+    )
+    assert sorted(versions) == list(range(1, 16))
+    version, items = await store.get_roster(H, "alice")
+    assert version == 15
+    assert [i.jid for i in items] == sorted(f"c{i}@example.com" for i in range(15))
+
+
+# ------------------------------------------------------------- offline messages
+
+
+async def test_offline(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.create_account(H, "bob", [creds()])
+    assert await store.count_offline(H, "alice") == 0
+    assert await store.pop_offline(H, "alice") == []
+    ids = [
+        await store.store_offline(H, "alice", f"<message id='{i}'/>".encode(), 100.0 + i)
+        for i in range(5)
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    await store.store_offline(H, "bob", b"<message to='bob'/>", 1.5)
+    assert await store.count_offline(H, "alice") == 5
+    assert await store.count_offline(H, "bob") == 1
+
+    popped = await store.pop_offline(H, "alice")
+    assert [m.id for m in popped] == ids
+    assert [m.stanza for m in popped] == [f"<message id='{i}'/>".encode() for i in range(5)]
+    assert [m.stamp for m in popped] == [100.0 + i for i in range(5)]
+    assert await store.count_offline(H, "alice") == 0
+    assert await store.pop_offline(H, "alice") == []
+    assert await store.count_offline(H, "bob") == 1
+
+    # ids keep increasing after the queue emptied
+    later = await store.store_offline(H, "alice", b"<message/>", 200.0)
+    assert later > ids[-1]
+
+    with pytest.raises(UnknownAccountError):
+        await store.store_offline(H, "nobody", b"<message/>", 1.0)
+    assert await store.count_offline(H, "nobody") == 0
+
+
+async def test_offline_concurrent_pops(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    for i in range(10):
+        await store.store_offline(H, "alice", b"m%d" % i, float(i))
+    results = await asyncio.gather(*(store.pop_offline(H, "alice") for _ in range(4)))
+    stanzas = [m.stanza for r in results for m in r]
+    assert sorted(stanzas) == sorted(b"m%d" % i for i in range(10))
+
+
+# ------------------------------------------------------- vcard, private, blocks
+
+
+async def test_vcard(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.get_vcard(H, "alice") is None
+    await store.set_vcard(H, "alice", b"<vCard xmlns='vcard-temp'><FN>A</FN></vCard>")
+    assert await store.get_vcard(H, "alice") == b"<vCard xmlns='vcard-temp'><FN>A</FN></vCard>"
+    await store.set_vcard(H, "alice", b"<vCard xmlns='vcard-temp'/>")
+    assert await store.get_vcard(H, "alice") == b"<vCard xmlns='vcard-temp'/>"
+    with pytest.raises(UnknownAccountError):
+        await store.set_vcard(H, "nobody", b"<vCard/>")
+    assert await store.get_vcard(H, "nobody") is None
+
+
+async def test_private(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    key1, key2 = "{storage:bookmarks}storage", "{jabber:iq:private:x}x"
+    assert await store.get_private(H, "alice", key1) is None
+    await store.set_private(H, "alice", key1, b"<storage/>")
+    await store.set_private(H, "alice", key2, b"<x/>")
+    assert await store.get_private(H, "alice", key1) == b"<storage/>"
+    await store.set_private(H, "alice", key1, b"<storage><conference/></storage>")
+    assert await store.get_private(H, "alice", key1) == b"<storage><conference/></storage>"
+    assert await store.get_private(H, "alice", key2) == b"<x/>"
+    with pytest.raises(UnknownAccountError):
+        await store.set_private(H, "nobody", key1, b"<storage/>")
+
+
+async def test_blocklist(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.get_blocklist(H, "alice") == []
+    await store.add_blocks(H, "alice", ["spam@example.com", "evil.example", "x@y/res"])
+    await store.add_blocks(H, "alice", ["spam@example.com", "more@example.com"])
+    await store.add_blocks(H, "alice", [])
+    assert await store.get_blocklist(H, "alice") == sorted(
+        ["spam@example.com", "evil.example", "x@y/res", "more@example.com"]
+    )
+    await store.remove_blocks(H, "alice", ["evil.example", "not-there@example.com"])
+    assert await store.get_blocklist(H, "alice") == [
+        "more@example.com",
+        "spam@example.com",
+        "x@y/res",
+    ]
+    await store.remove_blocks(H, "alice", [])
+    assert len(await store.get_blocklist(H, "alice")) == 3
+    await store.remove_blocks(H, "alice", None)
+    assert await store.get_blocklist(H, "alice") == []
+    await store.remove_blocks(H, "nobody", None)
+    await store.remove_blocks(H, "nobody", ["a@b"])
+    with pytest.raises(UnknownAccountError):
+        await store.add_blocks(H, "nobody", ["a@b"])
+
+
+async def test_last_activity(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    assert await store.get_last_activity(H, "alice") is None
+    await store.set_last_activity(H, "alice", 1234.5, "Gone fishing")
+    assert await store.get_last_activity(H, "alice") == LastActivity(1234.5, "Gone fishing")
+    await store.set_last_activity(H, "alice", 2000.25, None)
+    assert await store.get_last_activity(H, "alice") == LastActivity(2000.25, None)
+    with pytest.raises(UnknownAccountError):
+        await store.set_last_activity(H, "nobody", 1.0, None)
+
+
+# ------------------------------------------------------------------ persistence
+
+
+async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
+    url = f"sqlite://{tmp_path}/data/xmppd.db"
+    store = await Store.open(url)
+    try:
+        assert await store.create_account(H, "alice", [creds("SHA-256", 7)])
+        assert await store.put_roster_item(H, "alice", RosterItem(jid="b@x", groups=("G",))) == 1
+        await store.store_offline(H, "alice", b"<message/>", 3.0)
+        await store.set_vcard(H, "alice", b"<vCard/>")
+        await store.set_private(H, "alice", "{a}b", b"<b xmlns='a'/>")
+        await store.add_blocks(H, "alice", ["spam@x"])
+        await store.set_last_activity(H, "alice", 9.0, "away")
+        assert await store.set_disabled(H, "alice", True)
+    finally:
+        await store.close()
+
+    store = await Store.open(url)
+    try:
+        assert await migrate(store.db) == []
+        account = await store.get_account(H, "alice")
+        assert account is not None and account.disabled
+        assert await store.get_credentials(H, "alice", "SHA-256") == creds("SHA-256", 7)
+        assert await store.get_roster(H, "alice") == (1, [RosterItem(jid="b@x", groups=("G",))])
+        assert await store.put_roster_item(H, "alice", RosterItem(jid="c@x")) == 2
+        messages = await store.pop_offline(H, "alice")
+        assert [(m.stanza, m.stamp) for m in messages] == [(b"<message/>", 3.0)]
+        assert await store.get_vcard(H, "alice") == b"<vCard/>"
+        assert await store.get_private(H, "alice", "{a}b") == b"<b xmlns='a'/>"
+        assert await store.get_blocklist(H, "alice") == ["spam@x"]
+        assert await store.get_last_activity(H, "alice") == LastActivity(9.0, "away")
+    finally:
+        await store.close()
