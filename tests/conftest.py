@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import slixmpp
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.platform.config import Settings
 from services.platform.embedded import EmbeddedServer
@@ -82,7 +84,10 @@ class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
         self.ssl_context = client_ssl_context()
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
         self.presences: asyncio.Queue[Any] = asyncio.Queue()
-        self.add_event_handler("message", self.messages.put_nowait)
+        # every <message/>, not only those slixmpp raises "message" events for
+        self.register_handler(
+            Callback("all messages", MatchXPath("{jabber:client}message"), self.messages.put_nowait)
+        )
         self.add_event_handler("presence", self.presences.put_nowait)
 
     async def next_message(self, timeout: float = 5.0) -> Any:
@@ -115,7 +120,7 @@ async def connect(server: EmbeddedServer) -> AsyncIterator[Callable[..., Awaitab
         c = Client(jid, password, **kw)
         for p in plugins:
             c.register_plugin(p)
-        c["feature_mechanisms"].unencrypted_plain = False
+        c.plugin["feature_mechanisms"].unencrypted_plain = False
         started: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         c.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
         c.add_event_handler("failed_auth", lambda _e: started.done() or started.set_result(False))

@@ -12,7 +12,7 @@ import logging
 import secrets
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from lxml import etree
 
@@ -51,8 +51,8 @@ class C2SConnection(asyncio.Protocol):
     # ---- asyncio callbacks ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: duck-typed
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
         self.edge.connections.add(self)
@@ -133,7 +133,6 @@ class C2SConnection(asyncio.Protocol):
         if new is None:
             self._close_transport()
             return
-        assert isinstance(new, asyncio.Transport)
         self.transport = new
         self.stream.tls_started()
 
@@ -225,7 +224,7 @@ class C2SConnection(asyncio.Protocol):
         self.ping_sent = time.monotonic()
         iq = st.make("iq", to=self.jid, frm=self.jid.domain, type_="get", id_=self.ping_id)
         iq.append(etree.Element(_PING, nsmap={None: ns.PING}))
-        self.deliver(etree.tostring(iq))
+        self.deliver(etree.tostring(iq, with_tail=False))
 
     def _close_transport(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -74,13 +74,13 @@ def _invalidate(ctx: Context, user: JID) -> None:
 async def _answer_and_push(ctx: Context, env: Envelope, user: JID, push: etree._Element) -> None:
     reply = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=env.id)
     if env.frm.resource is not None and ctx.is_local(env.frm.domain):
-        await ctx.deliver(env.frm, etree.tostring(reply))
+        await ctx.deliver(env.frm, etree.tostring(reply, with_tail=False))
     else:
         await ctx.send(reply)
     for s in await ctx.sessions.resources(user):
         iq = st.make("iq", to=s.jid, frm=user, type_="set", id_=f"block-{secrets.token_hex(6)}")
         iq.append(copy.deepcopy(push))
-        await ctx.deliver(s.jid, etree.tostring(iq))
+        await ctx.deliver(s.jid, etree.tostring(iq, with_tail=False))
 
 
 async def _get(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element:

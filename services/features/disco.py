@@ -198,7 +198,7 @@ def caps_feature(ctx: Context) -> bytes:
     el.set("hash", "sha-1")
     el.set("node", CAPS_NODE)
     el.set("ver", caps_ver(ctx))
-    return etree.tostring(el)
+    return etree.tostring(el, with_tail=False)
 
 
 FEATURE = Feature(

@@ -80,7 +80,9 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
         el = copy.deepcopy(c)
         el.tail = None
         etree.cleanup_namespaces(el)
-        await ctx.storage.set_private(user.domain, user.local, str(c.tag), etree.tostring(el))
+        await ctx.storage.set_private(
+            user.domain, user.local, str(c.tag), etree.tostring(el, with_tail=False)
+        )
     return None
 
 

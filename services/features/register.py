@@ -224,7 +224,7 @@ async def _cancel(ctx: Context, env: Envelope, user: JID) -> None:
         invalidate(user)
     reply = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=env.id)
     if env.frm.resource is not None:
-        await ctx.deliver(env.frm, etree.tostring(reply))
+        await ctx.deliver(env.frm, etree.tostring(reply, with_tail=False))
     else:
         await ctx.send(reply)
     edges = getattr(ctx, "edges", None) or {}

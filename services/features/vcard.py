@@ -54,7 +54,7 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
     el = copy.deepcopy(payload)
     el.tail = None
     etree.cleanup_namespaces(el)
-    data = etree.tostring(el)
+    data = etree.tostring(el, with_tail=False)
     if len(data) > MAX_VCARD_BYTES:
         raise StanzaError(
             StanzaCondition.NOT_ACCEPTABLE, f"vCard larger than {MAX_VCARD_BYTES} bytes"

@@ -143,7 +143,7 @@ async def push_roster(
     for s in sessions:
         iq = st.make("iq", to=s.jid, frm=user.bare, type_="set", id_=f"push{next(_push_ids)}")
         iq.append(copy.deepcopy(query))
-        await ctx.deliver(s.jid, etree.tostring(iq))
+        await ctx.deliver(s.jid, etree.tostring(iq, with_tail=False))
 
 
 # ---------------------------------------------------------------- stanza helpers
@@ -285,7 +285,7 @@ class PresenceService:
         flushed = s.available and s.priority >= 0
         s.priority = _priority(el)
         s.available = True
-        s.presence = etree.tostring(pres)
+        s.presence = etree.tostring(pres, with_tail=False)
         await self._broadcast(full, pres, include=full)
         if first:
             await self._probe_contacts(full)
@@ -302,7 +302,7 @@ class PresenceService:
         pres = _readdress(el, full, None)
         was_available = s.available
         s.available = False
-        s.presence = etree.tostring(pres)
+        s.presence = etree.tostring(pres, with_tail=False)
         directed, s.directed = s.directed, set()
         sent = await self._broadcast(full, pres, include=full) if was_available else set()
         await self._directed_unavailable(full, pres, directed, sent)
@@ -322,7 +322,9 @@ class PresenceService:
             await self._send(_readdress(pres, full, contact), full, contact)
         for s in await self.router.sessions.resources(user):
             if s.available or s.jid == include:
-                await self.router.deliver(s.jid, etree.tostring(_readdress(pres, full, s.jid)))
+                await self.router.deliver(
+                    s.jid, etree.tostring(_readdress(pres, full, s.jid), with_tail=False)
+                )
         return sent
 
     async def _directed_unavailable(
@@ -498,7 +500,7 @@ class PresenceService:
         if contact == user:
             return
         stanza = _readdress(el, contact, user)
-        data = etree.tostring(stanza)
+        data = etree.tostring(stanza, with_tail=False)
         deliver = False
         reply: str | None = None
         auto_approved = gained_to = lost_from = lost_to = False
@@ -569,7 +571,7 @@ class PresenceService:
                 continue
             for t in targets:
                 pres = _readdress(cs.presence, cs.jid, t.jid)
-                await self.router.deliver(t.jid, etree.tostring(pres))
+                await self.router.deliver(t.jid, etree.tostring(pres, with_tail=False))
 
     async def _deliver_unavailable_of(self, contact: JID, user: JID) -> None:
         """After the user lost 'to': unavailable from the contact (RFC 6121 3.2.3)."""
@@ -581,7 +583,7 @@ class PresenceService:
         for src in sources:
             for t in targets:
                 pres = st.make("presence", to=t.jid, frm=src, type_="unavailable")
-                await self.router.deliver(t.jid, etree.tostring(pres))
+                await self.router.deliver(t.jid, etree.tostring(pres, with_tail=False))
 
     # ---- session end -----------------------------------------------------------
 

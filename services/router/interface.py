@@ -41,7 +41,7 @@ class Envelope:
             id=el.get("id"),
             frm=frm,
             to=to,
-            data=etree.tostring(el),
+            data=etree.tostring(el, with_tail=False),
             element=el,
         )
 

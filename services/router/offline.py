@@ -63,7 +63,7 @@ class OfflineStore:
         for m in msgs:
             el = etree.fromstring(m.stanza, parser=_SAFE)
             el.append(delay_element(m.stamp, jid.domain, "Offline Storage"))
-            if not await self._router.deliver(jid, etree.tostring(el)):
+            if not await self._router.deliver(jid, etree.tostring(el, with_tail=False)):
                 # the session went away meanwhile: keep the rest for next time
                 await storage.store_offline(jid.domain, jid.local, m.stanza, m.stamp)
         return len(msgs)

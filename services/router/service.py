@@ -227,6 +227,6 @@ class RouterService:
 
     async def deliver_or_drop(self, to: JID, el: etree._Element) -> None:
         if to.resource is not None and self.is_local(to.domain):
-            await self.deliver(to, etree.tostring(el))
+            await self.deliver(to, etree.tostring(el, with_tail=False))
         else:
             await self.send(el)

@@ -286,7 +286,7 @@ class C2SStream:
             self._out.append(data)
 
     def send_element(self, el: etree._Element) -> None:
-        self.send_bytes(etree.tostring(el))
+        self.send_bytes(etree.tostring(el, with_tail=False))
 
     def close(self, error: StreamError | None = None) -> None:
         """Close the stream, with a stream error if given (RFC 6120 4.4, 4.9)."""
@@ -303,7 +303,7 @@ class C2SStream:
     # ---- internals -----------------------------------------------------------
 
     def _send(self, el: etree._Element) -> None:
-        self._out.append(etree.tostring(el))
+        self._out.append(etree.tostring(el, with_tail=False))
 
     def _restart(self) -> None:
         self._parser = StreamParser(self.config.max_stanza_size)
@@ -508,7 +508,7 @@ class C2SStream:
         self._restart()
 
     def _auth_fail(self, f: SaslFailure) -> None:
-        self._out.append(etree.tostring(f.to_element()))
+        self._out.append(etree.tostring(f.to_element(), with_tail=False))
         self._scram = None
         self._plain = None
         self.state = State.SASL if (self.secure or not self.config.require_tls) else State.PRE_TLS

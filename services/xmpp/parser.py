@@ -25,6 +25,7 @@ _BAD_REF = re.compile(rb"&(?!amp;|lt;|gt;|quot;|apos;|#[0-9]{1,7};|#x[0-9a-fA-F]
 # libxml2's push parser holds back errors until more input comes; these are
 # caught on sight so a peer sending garbage gets its error at once.
 _BAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|<[<>\s=&]")
+_MARKUP_DECL = re.compile(rb"<!(?!\[CDATA\[)|<\?(?!xml[\s?])")
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*['\"]([A-Za-z0-9._-]+)['\"]")
 _STREAM_NS_DECL = b' xmlns:stream="http://etherx.jabber.org/streams"'
 
@@ -88,6 +89,10 @@ class StreamParser:
             self._started = True
         if _BAD_BYTES.search(data):
             raise StreamError(StreamCondition.NOT_WELL_FORMED)
+        if _MARKUP_DECL.search(data):
+            raise StreamError(
+                StreamCondition.RESTRICTED_XML, "DTDs, comments and PIs are not allowed"
+            )
         self._check_refs(data)
         # Feed in slices so a whole oversized stanza in one read is still
         # caught; the size bound is exact to within one slice.
@@ -168,7 +173,7 @@ def serialize(element: etree._Element) -> bytes:
     ``stream`` prefix is never used inside a stanza, so its declaration is
     dropped to keep the bytes lean.
     """
-    data = etree.tostring(element)
+    data = etree.tostring(element, with_tail=False)
     if _STREAM_NS_DECL in data:
         data = data.replace(_STREAM_NS_DECL, b"", 1)
     return data

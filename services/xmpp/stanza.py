@@ -125,4 +125,4 @@ def element(tag_ns: str, local: str, **attrs: str) -> etree._Element:
 
 
 def to_bytes(el: etree._Element) -> bytes:
-    return etree.tostring(el)
+    return etree.tostring(el, with_tail=False)

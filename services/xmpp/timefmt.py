@@ -9,10 +9,13 @@ from lxml import etree
 from . import ns
 
 
-def datetime_str(stamp: float) -> str:
-    """XEP-0082 DateTime in UTC with millisecond precision."""
+def datetime_str(stamp: float, millis: bool = False) -> str:
+    """XEP-0082 DateTime in UTC. Fractions are optional in the profile and
+    some clients (slixmpp among them) fail on them, so they are opt-in."""
     dt = datetime.datetime.fromtimestamp(stamp, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    if millis:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_datetime(s: str) -> float:

@@ -23,12 +23,12 @@ async def test_time(h: Harness) -> None:
     tzo, utc = q.findtext(T + "tzo"), q.findtext(T + "utc")
     assert tzo is not None and TZO.match(tzo)
     assert utc is not None and UTC.match(utc)
-    assert before - 0.01 <= parse_datetime(utc) <= after + 0.01
+    assert int(before) <= parse_datetime(utc) <= after + 0.01  # whole seconds on the wire
 
 
 def test_time_element_fixed_instant() -> None:
     e = time_element(0.0)
-    assert e.findtext(T + "utc") == "1970-01-01T00:00:00.000Z"
+    assert e.findtext(T + "utc") == "1970-01-01T00:00:00Z"
     offset = time.localtime(0.0).tm_gmtoff
     sign = "+" if offset >= 0 else "-"
     o = abs(offset)
