@@ -17,6 +17,7 @@ from .base import Feature
 __all__ = ["FEATURE_MODULES", "XEP_TITLES", "features_markdown", "load_features"]
 
 FEATURE_MODULES: list[str] = [
+    "services.features.core",
     "services.features.disco",
     "services.features.roster",
     "services.features.session",
@@ -52,6 +53,8 @@ XEP_TITLES: dict[str, str] = {
     "XEP-0202": "Entity Time",
     "XEP-0203": "Delayed Delivery",
     "XEP-0237": "Roster Versioning",
+    "XEP-0256": "Last Activity in Presence",
+    "XEP-0368": "SRV records for XMPP over TLS (direct TLS)",
 }
 
 _XEP = re.compile(r"^XEP-(\d{4})$")

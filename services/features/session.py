@@ -33,6 +33,7 @@ async def _account_session(ctx: Context, env: Envelope, payload: etree._Element)
 
 FEATURE = Feature(
     name="session",
+    xeps=("RFC 3921",),
     server_iq={(_SESSION, "set"): _server_session},
     account_iq={(_SESSION, "set"): _account_session},
 )
