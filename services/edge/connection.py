@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.edge")
 
 _SESSION_IQ = ns.q(ns.SESSION, "session")
+#: stop reading from a client with this many parsed stanzas waiting
+READ_BACKLOG = 256
+#: a client that lets this much output pile up is cut off (resource-constraint)
+WRITE_BUFFER_LIMIT = 16 * 1024 * 1024
 _PING = ns.q(ns.PING, "ping")
 
 
@@ -47,6 +51,7 @@ class C2SConnection(asyncio.Protocol):
         self.replaced = False
         self._pumping = False
         self._closing = False
+        self._paused = False
 
     # ---- asyncio callbacks ------------------------------------------------
 
@@ -60,6 +65,9 @@ class C2SConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
         self.stream.receive_data(data)
+        if self.stream.backlog > READ_BACKLOG and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
         if not self._pumping:
             self._pumping = True
             asyncio.get_running_loop().create_task(self._pump())
@@ -95,6 +103,9 @@ class C2SConnection(asyncio.Protocol):
             self._close_transport()
         finally:
             self._pumping = False
+            if self._paused and self.transport is not None and not self.transport.is_closing():
+                self._paused = False
+                self.transport.resume_reading()
         self.flush()
 
     async def _handle(self, ev: c2s.Event) -> None:
@@ -212,6 +223,10 @@ class C2SConnection(asyncio.Protocol):
     def deliver(self, data: bytes) -> None:
         self.stream.send_bytes(data)
         self.flush()
+        t = self.transport
+        if t is not None and t.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
+            log.warning("closing %s: %d bytes unread", self.jid, t.get_write_buffer_size())
+            self.close(StreamError(StreamCondition.RESOURCE_CONSTRAINT, "too much unread output"))
 
     def close(self, error: StreamError | None) -> None:
         self.stream.close(error)

@@ -216,6 +216,11 @@ class C2SStream:
             self._events.append(Closed(None, by_peer=True))
         return self._events.popleft() if self._events else None
 
+    @property
+    def backlog(self) -> int:
+        """Parsed top-level elements not yet taken by next_event()."""
+        return len(self._queue)
+
     def release(self, element: etree._Element) -> None:
         """The owner is done with a Stanza event's element."""
         self._parser.release(element)

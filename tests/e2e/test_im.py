@@ -34,10 +34,10 @@ async def test_message_to_full_and_bare_jid(connect):
 async def test_messages_keep_their_order(connect):
     alice = await connect("alice@localhost/a")
     bob = await connect("bob@localhost/b")
-    for i in range(200):
-        alice.send_message(mto="bob@localhost", mbody=str(i), mtype="chat")
-    got = [int((await bob.next_message())["body"]) for _ in range(200)]
-    assert got == list(range(200))
+    # enough to fill the edge's read backlog, so reading pauses and resumes
+    alice.send_raw("".join(f"<message to='bob@localhost' type='chat'><body>{i}</body></message>" for i in range(2000)))
+    got = [int((await bob.next_message())["body"]) for _ in range(2000)]
+    assert got == list(range(2000))
 
 
 async def test_bare_jid_goes_to_highest_priority(connect):
