@@ -6,6 +6,8 @@ presence service, which owns the subscription state and the roster pushes.
 
 from __future__ import annotations
 
+from typing import cast
+
 from lxml import etree
 
 from ..presence.service import PresenceService, is_hidden, roster_query
@@ -39,6 +41,7 @@ async def roster_get(ctx: Context, env: Envelope, query: etree._Element) -> etre
     session = await ctx.sessions.get(env.frm)
     if session is not None:
         session.interested = True  # RFC 6121 2.1.6: from now on it gets pushes
+        await ctx.sessions.update(session)
     ver, items = await ctx.storage.get_roster(user.domain, user.local)
     if query.get("ver") == str(ver):
         return None  # XEP-0237 / RFC 6121 2.6.3: the client's copy is current
@@ -63,8 +66,9 @@ async def roster_set(ctx: Context, env: Envelope, query: etree._Element) -> etre
         raise StanzaError(StanzaCondition.JID_MALFORMED, "roster items are bare JIDs")
     if contact == user:
         raise StanzaError(StanzaCondition.NOT_ALLOWED, "the user's own JID cannot be a contact")
-    presence = getattr(ctx, "presence", None)
-    if not isinstance(presence, PresenceService):
+    # the local PresenceService, or in a cluster its gRPC client (same methods)
+    presence = cast("PresenceService | None", getattr(ctx, "presence", None))
+    if presence is None:
         raise StanzaError(StanzaCondition.INTERNAL_SERVER_ERROR, "presence service missing")
     subscription = item.get("subscription")
     if subscription == "remove":

@@ -57,6 +57,32 @@ class Settings:
     )
     server_name: str = _f("xmppd", "Software name reported by XEP-0092")
     node_id: str = _f("", "This node's name in the cluster; empty means hostname-pid")
+    # ---- cluster mode ----
+    redis_url: str = _f("redis://127.0.0.1:6379/0", "Redis for the session registry (cluster mode)")
+    redis_prefix: str = _f("xmppd:", "Prefix of every Redis key (clusters may share a Redis)")
+    grpc_listen: str = _f("127.0.0.1:0", "host:port the gRPC server of this process binds")
+    router_addrs: list[str] = _f(["127.0.0.1:50052"], "Router replicas' gRPC addresses")
+    presence_addrs: list[str] = _f(["127.0.0.1:50053"], "Presence replicas' gRPC addresses")
+    storage_addrs: list[str] = _f(["127.0.0.1:50054"], "Storage replicas' gRPC addresses")
+    edge_advertise: str = _f("", "Where others reach this edge's gRPC; empty: the bound address")
+    node_ttl: float = _f(10.0, "Seconds without heartbeat before an edge counts as dead")
+    route_timeout: float = _f(10.0, "Seconds an edge holds stanzas while no router answers")
+    # ---- REST admin API ----
+    admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
+    admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")
+    admin_tokens: list[str] = _f(
+        [],
+        "Admin API bearer tokens as TOKEN:scope,scope (scopes: read, write, admin); "
+        "in the variable, scopes follow their token",
+    )
+    admin_tokens_file: str = _f(
+        "", "File of admin API tokens, one TOKEN:scope,scope a line (a mounted secret)"
+    )
+    ops_host: str = _f("0.0.0.0", "Address the /metrics, /healthz and /readyz HTTP server binds to")
+    ops_port: int = _f(
+        9100,
+        "Port of the /metrics, /healthz and /readyz HTTP server (-1 disables, 0 picks a free port)",
+    )
 
     @property
     def default_host(self) -> str:

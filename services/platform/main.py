@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from . import logs
 from .config import ConfigError, Settings
@@ -12,7 +14,13 @@ from .config import ConfigError, Settings
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="xmppd", description="XMPP server")
-    ap.add_argument("mode", nargs="?", default="embedded", choices=["embedded"])
+    ap.add_argument(
+        "mode",
+        nargs="?",
+        default="embedded",
+        choices=["embedded", "edge", "router", "presence", "storage"],
+        help="embedded (default): every service in one process; otherwise one cluster role",
+    )
     ap.add_argument("--config", help="TOML settings file (or XMPPD_CONFIG)")
     args = ap.parse_args(argv)
     try:
@@ -21,15 +29,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xmppd: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level, settings.log_json)
-    from .embedded import EmbeddedServer
+    coro: Coroutine[Any, Any, None]
+    if args.mode == "embedded":
+        from .embedded import EmbeddedServer
 
-    server = EmbeddedServer(settings)
+        coro = EmbeddedServer(settings).serve_forever()
+    else:
+        from ..cluster.roles import ROLES
+
+        coro = ROLES[args.mode](settings)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(server.serve_forever())
+        asyncio.run(coro)
     else:
-        uvloop.run(server.serve_forever())
+        uvloop.run(coro)
     return 0
 
 

@@ -286,6 +286,7 @@ class PresenceService:
         s.priority = _priority(el)
         s.available = True
         s.presence = etree.tostring(pres, with_tail=False)
+        await self.router.sessions.update(s)
         await self._broadcast(full, pres, include=full)
         if first:
             await self._probe_contacts(full)
@@ -304,6 +305,7 @@ class PresenceService:
         s.available = False
         s.presence = etree.tostring(pres, with_tail=False)
         directed, s.directed = s.directed, set()
+        await self.router.sessions.update(s)
         sent = await self._broadcast(full, pres, include=full) if was_available else set()
         await self._directed_unavailable(full, pres, directed, sent)
 
@@ -370,6 +372,7 @@ class PresenceService:
                     s.directed.add(target)
                 elif env.type == "unavailable":
                     s.directed.discard(target)
+                await self.router.sessions.update(s)
         await self.router.route(env, trusted=True)
 
     async def _send_current_presence(self, user: JID, to: JID) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..storage.interface import Storage
 from ..xmpp.jid import JID
 
@@ -10,6 +12,8 @@ class BlockCache:
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
         self._cache: dict[JID, frozenset[str]] = {}
+        #: called after a local change, so other nodes can drop their copy too
+        self.on_invalidate: list[Callable[[JID], None]] = []
 
     async def get(self, user: JID) -> frozenset[str]:
         bare = user.bare
@@ -21,6 +25,12 @@ class BlockCache:
         return got
 
     def invalidate(self, user: JID) -> None:
+        self.forget(user)
+        for hook in self.on_invalidate:
+            hook(user.bare)
+
+    def forget(self, user: JID) -> None:
+        """Drop the cached list (a change elsewhere)."""
         self._cache.pop(user.bare, None)
 
     async def blocks(self, user: JID, other: JID) -> bool:

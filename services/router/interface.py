@@ -27,6 +27,10 @@ class Envelope:
     to: JID
     data: bytes
     element: etree._Element | None = None
+    #: when the sender's edge parsed the stanza, for xmppd_routing_latency_seconds:
+    #: time.perf_counter() seconds in one process (embedded), wall-clock nanoseconds
+    #: (time.time_ns()) across processes (cluster); 0.0 = not stamped (server-made)
+    t0: float = 0.0
 
     def tree(self) -> etree._Element:
         if self.element is None:
@@ -68,6 +72,7 @@ class Session:
 class SessionRegistry(Protocol):
     async def add(self, s: Session) -> Session | None: ...  # returns a replaced session
     async def remove(self, jid: JID, sid: str | None = None) -> Session | None: ...
+    async def update(self, s: Session) -> None: ...  # persist changed fields of a bound session
     async def get(self, jid: JID) -> Session | None: ...
     async def resources(self, bare: JID) -> list[Session]: ...
     async def all(self) -> list[Session]: ...

@@ -54,16 +54,19 @@ class OfflineStore:
         if await storage.count_offline(to.domain, to.local) >= self._router.settings.offline_quota:
             raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, "offline storage is full")
         await storage.store_offline(to.domain, to.local, env.data, time.time())
+        self._router.metrics.offline_added()
 
     async def flush(self, jid: JID) -> int:
         """Deliver stored messages to a session that just became available."""
         storage = self._router.storage
         assert jid.local is not None
         msgs = await storage.pop_offline(jid.domain, jid.local)
+        self._router.metrics.offline_removed(len(msgs))
         for m in msgs:
             el = etree.fromstring(m.stanza, parser=_SAFE)
             el.append(delay_element(m.stamp, jid.domain, "Offline Storage"))
             if not await self._router.deliver(jid, etree.tostring(el, with_tail=False)):
                 # the session went away meanwhile: keep the rest for next time
                 await storage.store_offline(jid.domain, jid.local, m.stanza, m.stamp)
+                self._router.metrics.offline_added(new=False)
         return len(msgs)

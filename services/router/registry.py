@@ -37,6 +37,9 @@ class LocalRegistry:
             del self._by_bare[jid.bare]
         return s
 
+    async def update(self, s: Session) -> None:
+        """Sessions are shared objects here: nothing to write back."""
+
     async def get(self, jid: JID) -> Session | None:
         res = self._by_bare.get(jid.bare)
         if res is None or jid.resource is None:

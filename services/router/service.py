@@ -28,6 +28,7 @@ from .offline import OfflineStore
 
 if TYPE_CHECKING:
     from ..platform.config import Settings
+    from ..platform.metrics import Metrics
     from ..presence.service import PresenceService
 
 log = logging.getLogger("xmppd.router")
@@ -40,7 +41,13 @@ class RouterService:
         storage: Storage,
         sessions: SessionRegistry,
         features: FeatureSet,
+        metrics: Metrics | None = None,
     ) -> None:
+        if metrics is None:
+            from ..platform.metrics import Metrics
+
+            metrics = Metrics()  # a private registry nobody scrapes: no-op
+        self.metrics = metrics
         self.settings = settings
         self.storage = storage
         self.sessions = sessions
@@ -136,6 +143,7 @@ class RouterService:
             return
         if to.resource is not None:
             if await self.deliver(to, env.data):
+                self.metrics.routed(env.t0)
                 return
             if env.kind == "iq":
                 if env.type in ("get", "set"):
@@ -180,11 +188,15 @@ class RouterService:
             if typ != "headline":
                 top = max(s.priority for s in targets)
                 targets = [s for s in targets if s.priority == top]
+            delivered = False
             for s in targets:
                 edge = self.edges.get(s.node)
-                if edge is not None:
-                    await edge.deliver(s.jid, env.data)
-            return
+                if edge is not None and await edge.deliver(s.jid, env.data):
+                    delivered = True
+                    self.metrics.routed(env.t0)
+            if delivered:
+                return
+            # every target vanished meanwhile (a dead edge not yet reaped): store it
         if typ == "headline":
             return
         if not await self.user_exists(to):

@@ -1,0 +1,156 @@
+"""The session registry in Redis, shared by every process of a cluster.
+
+Keys (all under the configured prefix ``P``):
+
+- ``P:s:<bare JID>``: hash resource -> Session (codec JSON)
+- ``P:n:<node>``: set of full JIDs bound on an edge node (for reaping)
+- ``P:count``: number of bound sessions
+- ``P:edges``: hash node -> gRPC address of live edges
+- ``P:hb:<node>``: an edge's heartbeat, expiring after ``node_ttl`` seconds
+
+Changes that must be atomic (add/replace, remove-if-same-stream, update) are
+Lua scripts, so two edges binding the same resource at once cannot both win.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..router.interface import Session
+from ..xmpp.jid import JID
+from . import codec
+
+_ADD = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', ARGV[4] .. 'n:' .. ARGV[5], ARGV[3])
+if old then
+  local d = cjson.decode(old)
+  if d['node'] ~= ARGV[5] then redis.call('SREM', ARGV[4] .. 'n:' .. d['node'], ARGV[3]) end
+else
+  redis.call('INCR', KEYS[2])
+end
+return old
+"""
+
+_REMOVE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+local d = cjson.decode(cur)
+if ARGV[2] ~= '' and d['sid'] ~= ARGV[2] then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', ARGV[4] .. 'n:' .. d['node'], ARGV[3])
+redis.call('DECR', KEYS[2])
+return cur
+"""
+
+_UPDATE = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+local d = cjson.decode(cur)
+if d['sid'] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+class RedisRegistry:
+    def __init__(self, redis: Any, prefix: str, metrics: Any = None) -> None:
+        self.redis = redis
+        self.p = prefix if prefix.endswith(":") else prefix + ":"
+        self._add = redis.register_script(_ADD)
+        self._remove = redis.register_script(_REMOVE)
+        self._update = redis.register_script(_UPDATE)
+        self._count_key = self.p + "count"
+
+    def _hash(self, bare: JID) -> str:
+        return f"{self.p}s:{bare}"
+
+    async def add(self, s: Session) -> Session | None:
+        assert s.jid.resource is not None
+        old = await self._add(
+            keys=[self._hash(s.jid.bare), self._count_key],
+            args=[s.jid.resource, codec.dumps(s), str(s.jid), self.p, s.node],
+        )
+        return codec.loads(old) if old else None
+
+    async def remove(self, jid: JID, sid: str | None = None) -> Session | None:
+        if jid.resource is None:
+            return None
+        cur = await self._remove(
+            keys=[self._hash(jid.bare), self._count_key],
+            args=[jid.resource, sid or "", str(jid), self.p],
+        )
+        return codec.loads(cur) if cur else None
+
+    async def update(self, s: Session) -> None:
+        assert s.jid.resource is not None
+        await self._update(
+            keys=[self._hash(s.jid.bare)], args=[s.jid.resource, s.sid, codec.dumps(s)]
+        )
+
+    async def get(self, jid: JID) -> Session | None:
+        if jid.resource is None:
+            return None
+        raw = await self.redis.hget(self._hash(jid.bare), jid.resource)
+        return codec.loads(raw) if raw else None
+
+    async def resources(self, bare: JID) -> list[Session]:
+        raw = await self.redis.hgetall(self._hash(bare))
+        return [codec.loads(v) for v in raw.values()]
+
+    async def all(self) -> list[Session]:
+        out: list[Session] = []
+        async for key in self.redis.scan_iter(match=self.p + "s:*", count=500):
+            out.extend(codec.loads(v) for v in (await self.redis.hgetall(key)).values())
+        return out
+
+    async def count(self) -> int:
+        return int(await self.redis.get(self._count_key) or 0)
+
+    # ---- edge membership --------------------------------------------------
+
+    async def edge_alive(self, node: str, address: str, ttl: float) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.p + "edges", node, address)
+        pipe.set(self.p + "hb:" + node, str(time.time()), px=int(ttl * 1000))
+        await pipe.execute()
+
+    async def edge_gone(self, node: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(self.p + "edges", node)
+        pipe.delete(self.p + "hb:" + node)
+        await pipe.execute()
+
+    async def edges(self) -> dict[str, tuple[str, bool]]:
+        """node -> (address, heartbeat still fresh)."""
+        members = await self.redis.hgetall(self.p + "edges")
+        if not members:
+            return {}
+        nodes = [n.decode() if isinstance(n, bytes) else n for n in members]
+        pipe = self.redis.pipeline(transaction=False)
+        for n in nodes:
+            pipe.exists(self.p + "hb:" + n)
+        alive = await pipe.execute()
+        out = {}
+        for n, a in zip(nodes, alive, strict=True):
+            addr = members[n.encode()] if n.encode() in members else members[n]
+            out[n] = (addr.decode() if isinstance(addr, bytes) else addr, bool(a))
+        return out
+
+    async def node_sessions(self, node: str) -> list[JID]:
+        return [
+            JID.parse(j.decode() if isinstance(j, bytes) else j)
+            for j in await self.redis.smembers(self.p + "n:" + node)
+        ]
+
+    async def claim_reap(self, node: str, ttl: float = 30.0) -> bool:
+        """Only one router replica reaps a dead edge."""
+        return bool(await self.redis.set(self.p + "reap:" + node, "1", nx=True, px=int(ttl * 1000)))
+
+    async def forget_node(self, node: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(self.p + "edges", node)
+        pipe.delete(self.p + "n:" + node)
+        await pipe.execute()

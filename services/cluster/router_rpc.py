@@ -1,0 +1,275 @@
+"""The router service over gRPC.
+
+Edges stream stanzas to a router replica chosen by the sender's bare JID, so
+one sender's stanzas cross one replica in order (RFC 6120 10.1). The router
+handles stanzas of different senders concurrently and those of one sender
+one after another, and acknowledges each once it is routed: delivered,
+stored or bounced. The edge keeps what is not acknowledged and resends it to
+another replica when one dies; when none answers for ``route_timeout`` it
+bounces the stanza to its sender. Nothing accepted is dropped silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from lxml import etree
+
+from ..router.interface import Envelope, Session
+from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
+from ..xmpp.jid import JID
+from .rpc import CallServicer, Channels, RemoteProxy, pb2, pb2_grpc
+
+log = logging.getLogger("xmppd.cluster.router")
+_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def to_pb(env: Envelope, seq: int, trusted: bool = False) -> Any:
+    m = pb2.Envelope(kind=env.kind, to=str(env.to), data=env.data, trusted=trusted, seq=seq)
+    setattr(m, "from", str(env.frm))
+    if env.type is not None:
+        m.type = env.type
+    if env.id is not None:
+        m.id = env.id
+    return m
+
+
+def from_pb(m: Any) -> Envelope:
+    return Envelope(
+        kind=m.kind,
+        type=m.type if m.HasField("type") else None,
+        id=m.id if m.HasField("id") else None,
+        frm=JID.parse(getattr(m, "from")),
+        to=JID.parse(m.to),
+        data=m.data,
+    )
+
+
+class RouterServicer(CallServicer):
+    def __init__(self, router: Any, directory: Any) -> None:
+        super().__init__(self, ("bind", "unbind"))
+        self.router = router
+        self.directory = directory
+
+    async def bind(self, s: Session) -> None:
+        await self.directory.ensure(s.node)
+        await self.router.bind(s)
+
+    async def unbind(self, jid: JID, sid: str) -> None:
+        await self.router.unbind(jid, sid)
+
+    async def Route(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
+        acks: asyncio.Queue[int | None] = asyncio.Queue()
+        tails: dict[str, asyncio.Task[None]] = {}
+
+        async def one(m: Any, prev: asyncio.Task[None] | None) -> None:
+            if prev is not None:
+                await asyncio.wait([prev])
+            try:
+                await self.router.route(from_pb(m), trusted=m.trusted)
+            except Exception:
+                log.exception("routing failed")
+            acks.put_nowait(m.seq)
+
+        def forget(key: str) -> Any:
+            def done(t: asyncio.Task[None]) -> None:
+                if tails.get(key) is t:
+                    del tails[key]
+
+            return done
+
+        async def reader() -> None:
+            try:
+                async for m in request_iterator:
+                    key = getattr(m, "from").split("/", 1)[0]
+                    task = asyncio.get_running_loop().create_task(one(m, tails.get(key)))
+                    tails[key] = task
+                    task.add_done_callback(forget(key))
+            finally:
+                if tails:
+                    await asyncio.wait(list(tails.values()))
+                acks.put_nowait(None)
+
+        rt = asyncio.get_running_loop().create_task(reader())
+        try:
+            while (seq := await acks.get()) is not None:
+                yield pb2.RouteAck(seq=seq)
+        finally:
+            rt.cancel()
+
+
+class _Stream:
+    """One Route stream to one router replica, with what it has not acked."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.call: Any = None
+        self.healthy = False
+        self.seq = 0
+        self.unacked: collections.OrderedDict[int, tuple[Envelope, bool, float]] = (
+            collections.OrderedDict()
+        )
+        self.reader: asyncio.Task[None] | None = None
+
+
+class RouterClient:
+    """The edge's view of the router service: the same ``route``/``bind``/
+    ``unbind`` as :class:`~services.router.service.RouterService`."""
+
+    def __init__(
+        self,
+        settings: Any,
+        features: Any,
+        storage: Any,
+        channels: Channels,
+        local_bounce: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.features = features
+        self.storage = storage
+        self._channels = channels
+        self._streams = [_Stream(a) for a in settings.router_addrs]
+        self._control = RemoteProxy("Router", list(settings.router_addrs), channels)
+        self._lock = asyncio.Lock()
+        self._pending: collections.deque[tuple[Envelope, bool, float]] = collections.deque()
+        self._local_bounce = local_bounce  # async (JID, bytes) -> bool, the edge's deliver
+        self._tasks: list[asyncio.Task[None]] = []
+        self.started_at = time.time()
+
+    async def start(self) -> None:
+        for st in self._streams:
+            await self._open(st, wait=0.5)
+        self._tasks.append(asyncio.get_running_loop().create_task(self._maintain()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for st in self._streams:
+            if st.call is not None:
+                st.call.cancel()
+
+    @property
+    def unacked(self) -> int:
+        return sum(len(s.unacked) for s in self._streams) + len(self._pending)
+
+    # ---- the Router interface --------------------------------------------
+
+    async def route(self, env: Envelope, trusted: bool = False) -> None:
+        async with self._lock:
+            await self._send(env, trusted, time.monotonic())
+
+    async def bind(self, s: Session) -> None:
+        await self._control.bind(s)
+
+    async def unbind(self, jid: JID, sid: str) -> None:
+        await self._control.unbind(jid, sid)
+
+    # ---- streams -------------------------------------------------------------
+
+    def _pick(self, env: Envelope) -> _Stream | None:
+        n = len(self._streams)
+        start = zlib.crc32(str(env.frm.bare).encode()) % n
+        for i in range(n):
+            st = self._streams[(start + i) % n]
+            if st.healthy:
+                return st
+        return None
+
+    async def _send(self, env: Envelope, trusted: bool, since: float) -> None:
+        """Send on a healthy stream; called with the lock held."""
+        while True:
+            st = self._pick(env)
+            if st is None:
+                self._pending.append((env, trusted, since))
+                return
+            st.seq += 1
+            st.unacked[st.seq] = (env, trusted, since)
+            try:
+                await st.call.write(to_pb(env, st.seq, trusted))
+                return
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
+                log.warning("router %s failed on write: %s", st.address, exc)
+                await self._fail_over(st)
+                return  # the envelope was in st.unacked and has been resent
+
+    async def _fail_over(self, st: _Stream) -> None:
+        """Move a dead stream's unacknowledged stanzas, in order, to the others."""
+        if not st.healthy and not st.unacked:
+            return
+        st.healthy = False
+        if st.call is not None:
+            st.call.cancel()
+            st.call = None
+        moved = list(st.unacked.values())
+        st.unacked.clear()
+        log.warning(
+            "router %s unreachable: failing over, resending %d stanzas", st.address, len(moved)
+        )
+        for env, trusted, since in moved:
+            await self._send(env, trusted, since)
+
+    async def _open(self, st: _Stream, wait: float) -> bool:
+        ch = self._channels.get(st.address)
+        try:
+            await asyncio.wait_for(ch.channel_ready(), wait)
+        except (TimeoutError, grpc.aio.AioRpcError):
+            return False
+        st.call = pb2_grpc.RouterStub(ch).Route()
+        st.reader = asyncio.get_running_loop().create_task(self._read(st, st.call))
+        st.healthy = True
+        return True
+
+    async def _read(self, st: _Stream, call: Any) -> None:
+        try:
+            async for ack in call:
+                st.unacked.pop(ack.seq, None)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        if st.call is call:
+            async with self._lock:
+                if st.call is call:
+                    await self._fail_over(st)
+
+    async def _maintain(self) -> None:
+        """Reconnect dead streams, flush held stanzas, bounce the too old."""
+        while True:
+            await asyncio.sleep(0.25)
+            for st in self._streams:
+                if not st.healthy and st.call is None:
+                    await self._open(st, wait=0.2)
+            if not self._pending:
+                continue
+            async with self._lock:
+                held, self._pending = self._pending, collections.deque()
+                now = time.monotonic()
+                for env, trusted, since in held:
+                    if now - since > self.settings.route_timeout:
+                        await self._bounce(env)
+                    else:
+                        await self._send(env, trusted, since)
+
+    async def _bounce(self, env: Envelope) -> None:
+        if (
+            env.type == "error"
+            or (env.kind == "iq" and env.type == "result")
+            or self._local_bounce is None
+        ):
+            return
+        try:
+            el = (
+                env.element if env.element is not None else etree.fromstring(env.data, parser=_SAFE)
+            )
+        except etree.XMLSyntaxError:
+            return
+        err = StanzaError(StanzaCondition.INTERNAL_SERVER_ERROR, "no router available")
+        reply = stanza_error_reply(el, err)
+        reply.set("to", str(env.frm))
+        reply.set("from", str(env.to))
+        await self._local_bounce(env.frm, etree.tostring(reply, with_tail=False))

@@ -1,0 +1,171 @@
+"""The self-describing control-plane call, served and called over gRPC.
+
+:class:`CallServer` exposes chosen async methods of a local object;
+:class:`RemoteProxy` is the client: ``await proxy.method(*args)`` becomes a
+``Call`` on one of several replicas, failing over to the next when one is
+unavailable. Stanza and stream errors cross as values and are raised again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+
+from ..storage.store import UnknownAccountError
+from ..xmpp.errors import StanzaCondition, StanzaError, StreamCondition, StreamError
+from . import codec
+from .protogen import load
+
+pb2, pb2_grpc = load()
+log = logging.getLogger("xmppd.rpc")
+
+#: gRPC channel options: keepalives set explicitly so a dead peer is noticed
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.max_send_message_length", 16 * 1024 * 1024),
+]
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+}
+
+
+class RemoteError(RuntimeError):
+    pass
+
+
+async def serve_call(target: Any, methods: Iterable[str], request: Any) -> Any:
+    """Run one Call against ``target`` and build the reply message."""
+    allowed = set(methods)
+    try:
+        if request.method not in allowed:
+            raise RemoteError(f"no such method {request.method!r}")
+        payload = codec.loads(request.args) or {}
+        result = await getattr(target, request.method)(
+            *payload.get("args", []), **payload.get("kwargs", {})
+        )
+        return pb2.CallReply(result=codec.dumps(result))
+    except StanzaError as err:
+        return pb2.CallReply(error="stanza", condition=err.condition.value, text=err.text or "")
+    except StreamError as err:
+        return pb2.CallReply(error="stream", condition=err.condition.value, text=err.text or "")
+    except UnknownAccountError as err:
+        return pb2.CallReply(error="lookup", text=f"{err.host}\n{err.username}")
+    except Exception as err:
+        log.exception("call %s failed", request.method)
+        return pb2.CallReply(error="internal", text=f"{type(err).__name__}: {err}")
+
+
+def raise_reply_error(reply: Any) -> None:
+    if reply.error == "stanza":
+        raise StanzaError(StanzaCondition(reply.condition), reply.text or None)
+    if reply.error == "stream":
+        raise StreamError(StreamCondition(reply.condition), reply.text or None)
+    if reply.error == "lookup":
+        host, _, username = reply.text.partition("\n")
+        raise UnknownAccountError(host, username)
+    raise RemoteError(reply.text)
+
+
+class CallServicer:
+    """A generic servicer for the ``Call`` RPC of any service."""
+
+    def __init__(self, target: Any, methods: Iterable[str]) -> None:
+        self.target = target
+        self.methods = frozenset(methods)
+
+    async def Call(self, request: Any, context: Any) -> Any:
+        return await serve_call(self.target, self.methods, request)
+
+
+class Channels:
+    """One channel per peer address, reused."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, addr: str) -> grpc.aio.Channel:
+        ch = self._channels.get(addr)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS)
+            self._channels[addr] = ch
+        return ch
+
+    async def close(self) -> None:
+        for ch in self._channels.values():
+            await ch.close()
+        self._channels.clear()
+
+
+class RemoteProxy:
+    """Calls a service's methods on any of its replicas, with failover.
+
+    ``key`` (optional, per call) picks a preferred replica so related calls
+    land on the same one; the others are tried in order when it is down.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        addresses: list[str],
+        channels: Channels,
+        timeout: float = 10.0,
+        failover_for: float = 15.0,
+    ) -> None:
+        self._service = service
+        self._addresses = list(addresses)
+        self._channels = channels
+        self._timeout = timeout
+        self._failover_for = failover_for
+        self._stub_cls = getattr(pb2_grpc, f"{service}Stub")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(name, args, kwargs)
+
+        return call
+
+    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        req = pb2.CallRequest(
+            method=method, args=codec.dumps({"args": list(args), "kwargs": kwargs}), version=1
+        )
+        deadline = time.monotonic() + self._failover_for
+        attempt = 0
+        while True:
+            addr = self._addresses[attempt % len(self._addresses)]
+            stub = self._stub_cls(self._channels.get(addr))
+            try:
+                reply = await stub.Call(req, timeout=self._timeout)
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in RETRYABLE or time.monotonic() > deadline:
+                    raise RemoteError(
+                        f"{self._service}.{method} at {addr}: {err.code().name}"
+                    ) from None
+                attempt += 1
+                if attempt % len(self._addresses) == 0:
+                    await asyncio.sleep(0.2)
+                continue
+            if reply.error:
+                raise_reply_error(reply)
+            return codec.loads(reply.result)

@@ -1,0 +1,90 @@
+"""A real local cluster per test module: storage, presence, two routers and
+two edges as separate processes against the machine's PostgreSQL and Redis,
+each module with its own database and Redis key prefix."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from services.cluster.local import LocalCluster
+from services.platform.db import open_database
+from services.storage.store import Store
+from services.xmpp.sasl import derive_credentials
+
+from ..conftest import PASSWORD, Client
+
+#: cluster tests share one event loop per module, like the cluster fixture
+CLUSTER_MARKS = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    tag = secrets.token_hex(4)
+    c = LocalCluster(
+        Path(tmp_path_factory.mktemp("cluster")),
+        database=f"xmppd_test_{tag}",
+        redis_prefix=f"xmppd-test-{tag}:",
+        extra_env={"XMPPD_NODE_TTL": "3", "XMPPD_ROUTE_TIMEOUT": "5", "XMPPD_LOG_LEVEL": "INFO"},
+    )
+    await c.prepare_database(fresh=True)
+    await c.start()
+    try:
+        yield c
+    finally:
+        await c.stop()
+        await c.clear_redis()
+        await c.drop_database()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def users(cluster: LocalCluster) -> AsyncIterator[Any]:
+    """Creates fresh accounts (unique names per test) straight in PostgreSQL."""
+    db = await open_database(cluster.database_url)
+    store = Store(db)
+    tag = secrets.token_hex(3)
+
+    async def make(*names: str) -> list[str]:
+        out = []
+        for n in names:
+            user = f"{n}{tag}"
+            creds = [derive_credentials(PASSWORD, "SHA-1"), derive_credentials(PASSWORD, "SHA-256")]
+            await store.create_account("localhost", user, creds)
+            out.append(f"{user}@localhost")
+        return out
+
+    yield make
+    await db.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def login(cluster: LocalCluster) -> AsyncIterator[Any]:
+    clients: list[Client] = []
+
+    async def _login(
+        jid: str, edge: int = 0, presence: bool = True, resource: str | None = None
+    ) -> Client:
+        full = f"{jid}/{resource or 'r' + secrets.token_hex(2)}"
+        c = Client(full, PASSWORD)
+        c.enable_direct_tls = False
+        started = asyncio.get_running_loop().create_future()
+        c.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))
+        c.add_event_handler("failed_auth", lambda _e: started.done() or started.set_result(False))
+        c.connect("127.0.0.1", cluster.edges[edge].c2s_ports[0])
+        clients.append(c)
+        assert await asyncio.wait_for(started, 15), f"{full} could not log in"
+        if presence:
+            c.send_presence()
+            await asyncio.sleep(0.1)
+        return c
+
+    yield _login
+    for c in clients:
+        c.disconnect(wait=False)
+    await asyncio.sleep(0.1)
