@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast lint types fmt system-deps clean
+.PHONY: install run test test-fast lint types fmt system-deps clean cluster
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml proto/xmppd.proto
 	$(PY) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev,cluster,ops,fast]'
+	$(BIN)/python -m services.cluster.protogen
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -23,13 +24,16 @@ run: install
 	@echo "  connect:     any XMPP client as alice@localhost to 127.0.0.1:5222 (self-signed certificate)"
 	$(BIN)/xmppd
 
-# External client programs the interop tests drive (Debian packages).
+# External programs the tests drive (Debian packages named like their command):
+# go-sendxmpp for the interop tests, prometheus (with promtool) for the monitoring tests.
 system-deps:
-	@command -v go-sendxmpp >/dev/null 2>&1 || { \
+	@missing=""; for p in go-sendxmpp prometheus; do \
+	  command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get install -y -q go-sendxmpp >/dev/null 2>&1 || \
-	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q go-sendxmpp >/dev/null)); \
-	  else echo "go-sendxmpp missing: install it (Debian: apt-get install go-sendxmpp)"; exit 1; fi; }
+	    (apt-get install -y -q $$missing >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $$missing >/dev/null)); \
+	  else echo "missing:$$missing (Debian: apt-get install$$missing)"; exit 1; fi; }
 
 lint: install
 	$(BIN)/ruff check services tests
@@ -45,9 +49,14 @@ fmt: install
 test: install system-deps lint types
 	XMPPD_REQUIRE_POSTGRES=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
-# The quick loop: no slow or interop tests.
+# The quick loop: no slow tests, the server-core suite against the embedded default only.
 test-fast: install
-	$(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+	XMPPD_TEST_MODES=embedded $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# A local cluster (2 edges on 5222/5223 and 5232/5233, 2 routers, presence,
+# storage) as processes against the local PostgreSQL and Redis; Ctrl-C stops it.
+cluster: install
+	$(BIN)/python -m services.cluster.local $(CLUSTER_ARGS)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data data-cluster services/proto_gen .pytest_cache .mypy_cache .ruff_cache

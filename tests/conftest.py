@@ -11,7 +11,7 @@ import asyncio
 import base64
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from services.platform.config import Settings
 from services.platform.embedded import EmbeddedServer
 from services.xmpp.sasl import derive_credentials
 
+from .cluster_target import ClusterServer, ClusterThread
+
 PASSWORD = "s3cret-Pa55"
 
 
@@ -35,16 +37,45 @@ def make_settings(tmp: Path, **over: Any) -> Settings:
         c2s_port=0,
         c2s_direct_tls_port=0,
         registration=True,
+        ops_host="127.0.0.1",
+        ops_port=0,
     )
     base.update(over)
     return Settings.load(env={}, **base)
 
 
 @pytest.fixture
-async def server_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[EmbeddedServer]]]:
-    started: list[EmbeddedServer] = []
+def mode(request: pytest.FixtureRequest) -> str:
+    """embedded, or cluster where tests/e2e/conftest.py parametrizes it."""
+    return str(getattr(request, "param", "embedded"))
 
-    async def start(**over: Any) -> EmbeddedServer:
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterThread]:
+    """One cluster (processes) for every cluster-mode test without overrides."""
+    ct = ClusterThread(tmp_path_factory.mktemp("shared-cluster"))
+    ct.start()
+    yield ct
+    ct.stop()
+
+
+@pytest.fixture
+async def server_factory(tmp_path: Path, mode: str) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Start a server with settings overrides: embedded, or a dedicated cluster."""
+    started: list[Any] = []
+    threads: list[ClusterThread] = []
+
+    async def start(**over: Any) -> Any:
+        if mode == "cluster":
+            ct = ClusterThread(
+                tmp_path / f"cluster{len(threads)}", {"max_stanza_size": 262144, **over}
+            )
+            threads.append(ct)
+            await asyncio.to_thread(ct.start)
+            csrv = ClusterServer(ct)
+            await csrv.open()
+            started.append(csrv)
+            return csrv
         srv = EmbeddedServer(make_settings(tmp_path, **over))
         await srv.start()
         started.append(srv)
@@ -53,17 +84,44 @@ async def server_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
     yield start
     for srv in started:
         await srv.stop()
+    for ct in threads:
+        await asyncio.to_thread(ct.stop)
 
 
 @pytest.fixture
-async def server(server_factory: Callable[..., Awaitable[EmbeddedServer]]) -> EmbeddedServer:
-    srv = await server_factory()
+async def server(
+    request: pytest.FixtureRequest, mode: str, server_factory: Callable[..., Awaitable[Any]]
+) -> AsyncIterator[Any]:
+    if mode == "cluster":
+        csrv = ClusterServer(request.getfixturevalue("shared_cluster"))
+        await csrv.open()
+        await csrv.reset()
+        srv: Any = csrv
+    else:
+        srv = await server_factory()
     for name in ("alice", "bob", "carol", "dave"):
         await add_user(srv, name)
-    return srv
+    yield srv
+    if mode == "cluster":
+        await srv.close()
 
 
-async def add_user(srv: EmbeddedServer, name: str, password: str = PASSWORD) -> None:
+async def session_count(srv: Any) -> int:
+    """Bound sessions on the server, whichever mode."""
+    if isinstance(srv, ClusterServer):
+        return await srv.session_count()
+    return len(srv.edge.local)
+
+
+async def shutdown(srv: Any) -> None:
+    """Stop the edge clients are connected to (system-shutdown to each)."""
+    if isinstance(srv, ClusterServer):
+        await srv.shutdown_edge()
+    else:
+        await srv.edge.stop()
+
+
+async def add_user(srv: Any, name: str, password: str = PASSWORD) -> None:
     assert srv.store is not None
     creds = [derive_credentials(password, "SHA-1"), derive_credentials(password, "SHA-256")]
     await srv.store.create_account("localhost", name, creds)

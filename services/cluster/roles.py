@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -39,6 +40,12 @@ STORAGE_METHODS = tuple(
 PRESENCE_METHODS = ("outbound", "inbound", "session_gone", "roster_set", "roster_remove")
 
 
+def announce(msg: str) -> None:
+    """Lifecycle lines (addresses, readiness) go to stderr whatever the log
+    level: launchers and orchestration scripts wait on them."""
+    print(f"xmppd: {msg}", file=sys.stderr, flush=True)
+
+
 def node_name(settings: Settings, role: str) -> str:
     return settings.node_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
 
@@ -52,7 +59,7 @@ async def _grpc_server(settings: Settings, add: Callable[[Any], None]) -> tuple[
     host = settings.grpc_listen.rsplit(":", 1)[0]
     await server.start()
     addr = f"{host}:{port}"
-    log.info("grpc listening on %s", addr)
+    announce(f"grpc listening on {addr}")
     return server, addr
 
 
@@ -82,7 +89,7 @@ async def run_storage(settings: Settings) -> None:
         settings,
         lambda s: pb2_grpc.add_StorageServicer_to_server(CallServicer(store, STORAGE_METHODS), s),
     )
-    log.info("storage ready")
+    announce("storage ready")
     await _until_signal()
     await server.stop(5)
     await db.close()
@@ -103,11 +110,18 @@ async def _router_core(
     router.edges = directory
     bus = EventBus(redis, registry.p, node_name(settings, role))
 
-    def announce(jid: JID) -> None:
+    def publish_change(jid: JID) -> None:
         asyncio.get_running_loop().create_task(bus.publish("blocks", jid=str(jid)))
 
-    router.blocks.on_invalidate.append(announce)
-    bus.on("blocks", lambda ev: router.blocks.forget(JID.parse(ev["jid"])))
+    router.blocks.on_invalidate.append(publish_change)
+
+    def forget(ev: dict[str, Any]) -> None:
+        if ev["jid"] == "*":
+            router.blocks.clear()
+        else:
+            router.blocks.forget(JID.parse(ev["jid"]))
+
+    bus.on("blocks", forget)
     await bus.start()
     await directory.refresh()
     return router, registry, directory, channels, bus
@@ -135,7 +149,7 @@ async def run_presence(settings: Settings) -> None:
         ),
     )
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
-    log.info("presence ready")
+    announce("presence ready")
     await _until_signal()
     refresher.cancel()
     await bus.stop()
@@ -174,7 +188,7 @@ async def run_router(settings: Settings) -> None:
         settings, lambda s: pb2_grpc.add_RouterServicer_to_server(servicer, s)
     )
     reaper = asyncio.get_running_loop().create_task(_reap_loop(router, registry, directory))
-    log.info("router ready")
+    announce("router ready")
     await _until_signal()
     reaper.cancel()
     await bus.stop()
@@ -216,8 +230,8 @@ async def run_edge(settings: Settings) -> None:
 
     hb = asyncio.get_running_loop().create_task(heartbeat())
     for host, port in await edge.start():
-        log.info("listening on %s:%d", host, port)
-    log.info("edge %s ready", node)
+        announce(f"listening on {host}:{port}")
+    announce(f"edge {node} ready")
     await _until_signal()
     # drain: stop accepting, tell clients system-shutdown, unbind their sessions
     await edge.stop()

@@ -29,6 +29,9 @@ class BlockCache:
         for hook in self.on_invalidate:
             hook(user.bare)
 
+    def clear(self) -> None:
+        self._cache.clear()
+
     def forget(self, user: JID) -> None:
         """Drop the cached list (a change elsewhere)."""
         self._cache.pop(user.bare, None)

@@ -16,7 +16,7 @@ import pytest
 
 from ..conftest import PASSWORD, Client, Raw
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.embedded_only]
 
 BIN = Path(sys.executable).parent
 
