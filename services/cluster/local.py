@@ -99,6 +99,8 @@ class LocalCluster:
         redis_prefix: str = "xmppd:",
         edges: int = 2,
         routers: int = 2,
+        storages: int = 1,
+        presences: int = 1,
         fixed_ports: bool = False,
         echo: bool = False,
         pg_dsn: str = "postgresql://postgres@127.0.0.1:5432",
@@ -113,8 +115,8 @@ class LocalCluster:
         self.redis_prefix = redis_prefix
         self.echo = echo
         port = (lambda fixed: fixed) if fixed_ports else (lambda _fixed: free_port())
-        self.storage_addr = f"127.0.0.1:{port(50054)}"
-        self.presence_addr = f"127.0.0.1:{port(50053)}"
+        self.storage_addrs = [f"127.0.0.1:{port(50054 + 10 * i)}" for i in range(storages)]
+        self.presence_addrs = [f"127.0.0.1:{port(50053 + 10 * i)}" for i in range(presences)]
         self.router_addrs = [f"127.0.0.1:{port(50052 + 10 * i)}" for i in range(routers)]
         base = {
             **os.environ,
@@ -122,25 +124,20 @@ class LocalCluster:
             "XMPPD_DATABASE_URL": self.database_url,
             "XMPPD_REDIS_URL": redis_url,
             "XMPPD_REDIS_PREFIX": redis_prefix,
-            "XMPPD_STORAGE_ADDRS": self.storage_addr,
-            "XMPPD_PRESENCE_ADDRS": self.presence_addr,
+            "XMPPD_STORAGE_ADDRS": ",".join(self.storage_addrs),
+            "XMPPD_PRESENCE_ADDRS": ",".join(self.presence_addrs),
             "XMPPD_ROUTER_ADDRS": ",".join(self.router_addrs),
             "XMPPD_C2S_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
-        self.procs: list[Proc] = [
-            Proc(
-                "storage",
-                "storage",
-                {**base, "XMPPD_GRPC_LISTEN": self.storage_addr, "XMPPD_NODE_ID": "storage"},
-            ),
-            Proc(
-                "presence",
-                "presence",
-                {**base, "XMPPD_GRPC_LISTEN": self.presence_addr, "XMPPD_NODE_ID": "presence"},
-            ),
-        ]
+        self.procs: list[Proc] = []
+        for role, addrs in (("storage", self.storage_addrs), ("presence", self.presence_addrs)):
+            for i, addr in enumerate(addrs):
+                name = role if len(addrs) == 1 else f"{role}{i + 1}"
+                self.procs.append(
+                    Proc(role, name, {**base, "XMPPD_GRPC_LISTEN": addr, "XMPPD_NODE_ID": name})
+                )
         for i, addr in enumerate(self.router_addrs):
             self.procs.append(
                 Proc(
