@@ -46,7 +46,12 @@ fmt: install
 	$(BIN)/ruff format services tests
 	$(BIN)/ruff check --fix services tests
 
-test: install system-deps lint types
+# Offline validation tools for tests/deploy (promtool, kustomize, kubernetes-validate,
+# the Compose binary, schema packages): scripts/install-tools.sh, quick when installed.
+tools: install
+	bash scripts/install-tools.sh
+
+test: install tools system-deps lint types
 	XMPPD_REQUIRE_POSTGRES=1 $(BIN)/pytest -q $(PYTEST_ARGS)
 
 # The quick loop: no slow tests, the server-core suite against the embedded default only.
@@ -57,6 +62,15 @@ test-fast: install
 # storage) as processes against the local PostgreSQL and Redis; Ctrl-C stops it.
 cluster: install
 	$(BIN)/python -m services.cluster.local $(CLUSTER_ARGS)
+
+# The benchmark of issue #5 against Prosody and ejabberd (docs/benchmarks.md).
+# Sizes and scenarios: make bench BENCH_ARGS="--quick" (see bench/run.py --help).
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null && test -x $(BIN)/py-spy || \
+	  $(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data data-cluster services/proto_gen .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,8 @@ class Proc:
     process: asyncio.subprocess.Process | None = None
     log: list[str] = field(default_factory=list)
     c2s_ports: list[int] = field(default_factory=list)
+    ops_port: int = -1
+    admin_port: int = -1
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _pump: asyncio.Task[None] | None = None
 
@@ -55,9 +57,13 @@ class Proc:
             del self.log[:-2000]
             if echo:
                 print(f"[{self.name}] {line}", file=sys.stderr)
-            m = re.search(r"listening on [\d.]+:(\d+)", line)
-            if m and "grpc" not in line:
-                self.c2s_ports.append(int(m.group(1)))
+            m = re.search(r"(grpc |ops |admin API )?listening on [\d.]+:(\d+)", line)
+            if m and m.group(1) == "ops ":
+                self.ops_port = int(m.group(2))
+            elif m and m.group(1) == "admin API ":
+                self.admin_port = int(m.group(2))
+            elif m and m.group(1) is None:
+                self.c2s_ports.append(int(m.group(2)))
             if " ready" in line:
                 self.ready.set()
 
@@ -101,6 +107,8 @@ class LocalCluster:
         routers: int = 2,
         storages: int = 1,
         presences: int = 1,
+        admin: bool = False,
+        admin_tokens: str = "",
         fixed_ports: bool = False,
         echo: bool = False,
         pg_dsn: str = "postgresql://postgres@127.0.0.1:5432",
@@ -164,6 +172,26 @@ class LocalCluster:
                 )
             )
 
+        if admin:
+            self.procs.append(
+                Proc(
+                    "admin",
+                    "admin",
+                    {
+                        **base,
+                        "XMPPD_NODE_ID": "admin",
+                        "XMPPD_ADMIN_HOST": "127.0.0.1",
+                        "XMPPD_ADMIN_PORT": "8080" if fixed_ports else "0",
+                        "XMPPD_ADMIN_TOKENS": admin_tokens,
+                    },
+                )
+            )
+        # every process serves /metrics, /healthz, /readyz on its own port
+        for i, proc in enumerate(self.procs):
+            if "XMPPD_OPS_PORT" not in (extra_env or {}):
+                proc.env["XMPPD_OPS_PORT"] = str(9101 + i) if fixed_ports else "0"
+            proc.env.setdefault("XMPPD_OPS_HOST", "127.0.0.1")
+
     def proc(self, name: str) -> Proc:
         return next(p for p in self.procs if p.name == name)
 
@@ -226,7 +254,7 @@ class LocalCluster:
         # one certificate for every edge, made before they start
         tls.ensure_self_signed(self.data_dir / "cert.pem", self.data_dir / "key.pem", ["localhost"])
         await self.clear_redis()
-        for group in (("storage",), ("presence", "router"), ("edge",)):
+        for group in (("storage",), ("presence", "router"), ("edge", "admin")):
             batch = [p for p in self.procs if p.role in group]
             for p in batch:
                 await p.start(self.echo)
@@ -235,7 +263,7 @@ class LocalCluster:
 
     async def stop(self) -> None:
         # edges first, so they can drain through the routers
-        for group in (("edge",), ("router", "presence"), ("storage",)):
+        for group in (("edge", "admin"), ("router", "presence"), ("storage",)):
             await asyncio.gather(*(p.stop() for p in self.procs if p.role in group))
 
 
@@ -246,6 +274,8 @@ async def _main(args: Any) -> int:
         redis_prefix=args.redis_prefix,
         edges=args.edges,
         routers=args.routers,
+        admin=bool(args.admin_token),
+        admin_tokens=f"{args.admin_token}:admin" if args.admin_token else "",
         fixed_ports=True,
         echo=args.verbose,
     )
@@ -254,6 +284,8 @@ async def _main(args: Any) -> int:
     print("xmppd cluster is up (Ctrl-C stops it):")
     for p in cluster.procs:
         extra = f"  client ports {p.c2s_ports}" if p.c2s_ports else ""
+        extra += f"  metrics :{p.ops_port}" if p.ops_port > 0 else ""
+        extra += f"  REST API :{p.admin_port}" if p.admin_port > 0 else ""
         print(f"  {p.name:9} pid {p.process.pid if p.process else '-'}{extra}")
     print(f"  database {cluster.database_url}")
     print(f"  redis {cluster.redis_url} prefix {cluster.redis_prefix!r}")
@@ -283,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-prefix", default="xmppd:")
     ap.add_argument("--edges", type=int, default=2)
     ap.add_argument("--routers", type=int, default=2)
+    ap.add_argument("--admin-token", default="", help="also start the REST admin API (port 8080)")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo every process's log")
     return asyncio.run(_main(ap.parse_args(argv)))
 

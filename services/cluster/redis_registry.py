@@ -14,6 +14,7 @@ Lua scripts, so two edges binding the same resource at once cannot both win.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -58,30 +59,55 @@ return 1
 class RedisRegistry:
     def __init__(self, redis: Any, prefix: str, metrics: Any = None) -> None:
         self.redis = redis
+        self.metrics = metrics
         self.p = prefix if prefix.endswith(":") else prefix + ":"
         self._add = redis.register_script(_ADD)
         self._remove = redis.register_script(_REMOVE)
         self._update = redis.register_script(_UPDATE)
         self._count_key = self.p + "count"
 
+    def _timed(self, op: str) -> Any:
+        m = self.metrics
+        if m is None:
+            return contextlib.nullcontext()
+        return m.redis_latency.labels(op).time()
+
+    async def ping(self) -> bool:
+        with self._timed("ping"):
+            return bool(await self.redis.ping())
+
+    async def lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Hold ``name`` for ``ttl`` seconds; True while ``holder`` has it."""
+        key = self.p + "lease:" + name
+        with self._timed("lease"):
+            if await self.redis.set(key, holder, nx=True, px=int(ttl * 1000)):
+                return True
+            cur = await self.redis.get(key)
+            if cur is not None and (cur.decode() if isinstance(cur, bytes) else cur) == holder:
+                await self.redis.pexpire(key, int(ttl * 1000))
+                return True
+            return False
+
     def _hash(self, bare: JID) -> str:
         return f"{self.p}s:{bare}"
 
     async def add(self, s: Session) -> Session | None:
         assert s.jid.resource is not None
-        old = await self._add(
-            keys=[self._hash(s.jid.bare), self._count_key],
-            args=[s.jid.resource, codec.dumps(s), str(s.jid), self.p, s.node],
-        )
+        with self._timed("add"):
+            old = await self._add(
+                keys=[self._hash(s.jid.bare), self._count_key],
+                args=[s.jid.resource, codec.dumps(s), str(s.jid), self.p, s.node],
+            )
         return codec.loads(old) if old else None
 
     async def remove(self, jid: JID, sid: str | None = None) -> Session | None:
         if jid.resource is None:
             return None
-        cur = await self._remove(
-            keys=[self._hash(jid.bare), self._count_key],
-            args=[jid.resource, sid or "", str(jid), self.p],
-        )
+        with self._timed("remove"):
+            cur = await self._remove(
+                keys=[self._hash(jid.bare), self._count_key],
+                args=[jid.resource, sid or "", str(jid), self.p],
+            )
         return codec.loads(cur) if cur else None
 
     async def update(self, s: Session) -> None:
@@ -93,11 +119,13 @@ class RedisRegistry:
     async def get(self, jid: JID) -> Session | None:
         if jid.resource is None:
             return None
-        raw = await self.redis.hget(self._hash(jid.bare), jid.resource)
+        with self._timed("get"):
+            raw = await self.redis.hget(self._hash(jid.bare), jid.resource)
         return codec.loads(raw) if raw else None
 
     async def resources(self, bare: JID) -> list[Session]:
-        raw = await self.redis.hgetall(self._hash(bare))
+        with self._timed("resources"):
+            raw = await self.redis.hgetall(self._hash(bare))
         return [codec.loads(v) for v in raw.values()]
 
     async def all(self) -> list[Session]:

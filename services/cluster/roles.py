@@ -18,10 +18,13 @@ from typing import Any, cast
 
 import grpc
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from ..features.base import FeatureSet
 from ..features.catalog import load_features
 from ..platform.config import Settings
+from ..platform.metrics import Metrics, ServerStats
+from ..platform.ops_http import OpsHTTPServer
 from ..storage.interface import Storage
 from ..xmpp.jid import JID
 from .edge_rpc import EdgeDirectory, EdgeServicer
@@ -71,6 +74,32 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
+def _metrics() -> Metrics:
+    # cluster processes compare clocks across hosts: wall-clock stamps
+    return Metrics(CollectorRegistry(), wall_clock=True)
+
+
+async def _ops(
+    settings: Settings, metrics: Metrics, checks: dict[str, Any]
+) -> OpsHTTPServer | None:
+    """/metrics, /healthz and /readyz of this process (ops_port -1: none)."""
+    if settings.ops_port < 0:
+        return None
+    ops = OpsHTTPServer(metrics.registry, checks)
+    try:
+        port = await ops.start(settings.ops_host, settings.ops_port)
+    except OSError as exc:
+        log.error("cannot serve /metrics on %s:%d: %s", settings.ops_host, settings.ops_port, exc)
+        return None
+    announce(f"ops listening on {settings.ops_host}:{port}")
+    return ops
+
+
+async def _stop_ops(ops: OpsHTTPServer | None) -> None:
+    if ops is not None:
+        await ops.stop()
+
+
 def _redis(settings: Settings) -> Any:
     return aioredis.from_url(settings.redis_url)
 
@@ -80,32 +109,44 @@ def _storage(settings: Settings, channels: Channels) -> Storage:
 
 
 async def run_storage(settings: Settings) -> None:
-    from ..platform.db import open_database
+    from ..platform.db import open_database, timed_database
     from ..storage.store import Store
 
-    db = await open_database(settings.resolved_database_url())
+    metrics = _metrics()
+    raw_db = await open_database(settings.resolved_database_url())
+    db = timed_database(raw_db, metrics.db_timers)
     store = Store(db)
     server, _ = await _grpc_server(
         settings,
         lambda s: pb2_grpc.add_StorageServicer_to_server(CallServicer(store, STORAGE_METHODS), s),
     )
+
+    async def db_answers() -> bool:
+        return bool(await db.fetchval("SELECT 1"))
+
+    ops = await _ops(settings, metrics, {"database": db_answers})
     announce("storage ready")
     await _until_signal()
     await server.stop(5)
-    await db.close()
+    await _stop_ops(ops)
+    await raw_db.close()
 
 
 async def _router_core(
-    settings: Settings, role: str
+    settings: Settings, role: str, metrics: Metrics
 ) -> tuple[Any, RedisRegistry, EdgeDirectory, Channels, EventBus]:
     from ..router.service import RouterService
 
-    channels = Channels()
+    channels = Channels(metrics)
     redis = _redis(settings)
-    registry = RedisRegistry(redis, settings.redis_prefix)
+    registry = RedisRegistry(redis, settings.redis_prefix, metrics)
     directory = EdgeDirectory(registry, channels)
     router = RouterService(
-        settings, _storage(settings, channels), registry, FeatureSet(load_features())
+        settings,
+        _storage(settings, channels),
+        registry,
+        FeatureSet(load_features()),
+        metrics=metrics,
     )
     router.edges = directory
     bus = EventBus(redis, registry.p, node_name(settings, role))
@@ -139,7 +180,8 @@ async def _refresh_loop(directory: EdgeDirectory) -> None:
 async def run_presence(settings: Settings) -> None:
     from ..presence.service import PresenceService
 
-    router, _, directory, _, bus = await _router_core(settings, "presence")
+    metrics = _metrics()
+    router, registry, directory, _, bus = await _router_core(settings, "presence", metrics)
     presence = PresenceService(router)
     router.presence = presence
     server, _ = await _grpc_server(
@@ -149,11 +191,13 @@ async def run_presence(settings: Settings) -> None:
         ),
     )
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
+    ops = await _ops(settings, metrics, {"redis": registry.ping})
     announce("presence ready")
     await _until_signal()
     refresher.cancel()
     await bus.stop()
     await server.stop(5)
+    await _stop_ops(ops)
 
 
 async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirectory) -> None:
@@ -167,6 +211,7 @@ async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirect
         try:
             edges = await directory.refresh()
             for node, (_addr, alive) in edges.items():
+                router.metrics.edge_up.labels(node).set(1.0 if alive else 0.0)
                 if alive or not await registry.claim_reap(node):
                     continue
                 jids = await registry.node_sessions(node)
@@ -176,23 +221,53 @@ async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirect
                     if s is not None and router.presence is not None:
                         await router.presence.session_gone(s, False)
                 await registry.forget_node(node)
+                router.metrics.edge_up.remove(node)
         except Exception:
             log.exception("reaper pass failed")
 
 
 async def run_router(settings: Settings) -> None:
-    router, registry, directory, channels, bus = await _router_core(settings, "router")
+    metrics = _metrics()
+    router, registry, directory, channels, bus = await _router_core(settings, "router", metrics)
     router.presence = RemoteProxy("Presence", settings.presence_addrs, channels)
     servicer = RouterServicer(router, directory)
     server, _ = await _grpc_server(
         settings, lambda s: pb2_grpc.add_RouterServicer_to_server(servicer, s)
     )
-    reaper = asyncio.get_running_loop().create_task(_reap_loop(router, registry, directory))
+    loop = asyncio.get_running_loop()
+    reaper = loop.create_task(_reap_loop(router, registry, directory))
+    stats = loop.create_task(_cluster_stats(settings, metrics, router, registry))
+    ops = await _ops(settings, metrics, {"redis": registry.ping})
     announce("router ready")
     await _until_signal()
     reaper.cancel()
+    stats.cancel()
     await bus.stop()
     await server.stop(5)
+    await _stop_ops(ops)
+
+
+async def _cluster_stats(
+    settings: Settings, metrics: Metrics, router: Any, registry: RedisRegistry
+) -> None:
+    """Cluster-wide figures (registered and online users) come from one place:
+    the router replica holding a short Redis lease exports them, no other."""
+    stats = ServerStats(metrics, hosts=settings.hosts)
+    node = node_name(settings, "router")
+    await stats.start()
+    try:
+        while True:
+            owner = await registry.lease("stats-owner", node, ttl=15.0)
+            stats.storage = router.storage if owner else None
+            stats.sessions = registry if owner else None
+            if owner:
+                try:
+                    await stats.refresh()
+                except Exception:
+                    log.warning("refreshing cluster statistics failed", exc_info=True)
+            await asyncio.sleep(5.0)
+    finally:
+        await stats.stop()
 
 
 async def run_edge(settings: Settings) -> None:
@@ -206,12 +281,14 @@ async def run_edge(settings: Settings) -> None:
         log.info("created a self-signed certificate in %s", cert)
     ctx = tls.server_context(cert, key)
     cb = tls_server_end_point(tls.cert_der(cert))
-    channels = Channels()
+    metrics = _metrics()
+    channels = Channels(metrics)
     redis = _redis(settings)
-    registry = RedisRegistry(redis, settings.redis_prefix)
+    registry = RedisRegistry(redis, settings.redis_prefix, metrics)
     storage = _storage(settings, channels)
     router = RouterClient(settings, FeatureSet(load_features()), storage, channels)
-    edge = EdgeServer(settings, cast(Any, router), storage, ctx, cb, node)
+    edge = EdgeServer(settings, cast(Any, router), storage, ctx, cb, node, metrics=metrics)
+    metrics.sessions.labels(node).set_function(lambda: len(edge.local))
     router._local_bounce = edge.deliver
     server, bound = await _grpc_server(
         settings, lambda s: pb2_grpc.add_EdgeServicer_to_server(EdgeServicer(edge), s)
@@ -231,6 +308,11 @@ async def run_edge(settings: Settings) -> None:
     hb = asyncio.get_running_loop().create_task(heartbeat())
     for host, port in await edge.start():
         announce(f"listening on {host}:{port}")
+
+    async def routers_reachable() -> bool:
+        return router.healthy_routers > 0
+
+    ops = await _ops(settings, metrics, {"routers": routers_reachable, "redis": registry.ping})
     announce(f"edge {node} ready")
     await _until_signal()
     # drain: stop accepting, tell clients system-shutdown, unbind their sessions
@@ -243,9 +325,38 @@ async def run_edge(settings: Settings) -> None:
     await registry.edge_gone(node)
     await router.stop()
     await server.stop(2)
+    await _stop_ops(ops)
+
+
+async def run_admin(settings: Settings) -> None:
+    """The REST admin API over the cluster: the same command layer, with the
+    Redis registry, the edges' gRPC links and a local router for sending."""
+    from ..admin.api import ApiServer, create_app
+    from ..admin.auth import load_tokens
+    from ..admin.commands import AdminContext
+
+    metrics = _metrics()
+    router, registry, directory, channels, bus = await _router_core(settings, "admin", metrics)
+    router.presence = RemoteProxy("Presence", settings.presence_addrs, channels)
+    refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
+    ctx = AdminContext(router.storage, settings.hosts, registry, directory, router=router)
+    api = ApiServer(create_app(lambda: ctx, load_tokens(settings)))
+    port = await api.start(
+        settings.admin_host, settings.admin_port if settings.admin_port >= 0 else 8080
+    )
+    announce(f"admin API listening on {settings.admin_host}:{port}")
+    ops = await _ops(settings, metrics, {"redis": registry.ping})
+    announce("admin ready")
+    await _until_signal()
+    refresher.cancel()
+    await api.stop()
+    await ctx.jobs.close()
+    await bus.stop()
+    await _stop_ops(ops)
 
 
 ROLES: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
+    "admin": run_admin,
     "edge": run_edge,
     "router": run_router,
     "presence": run_presence,

@@ -32,7 +32,9 @@ _SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def to_pb(env: Envelope, seq: int, trusted: bool = False) -> Any:
-    m = pb2.Envelope(kind=env.kind, to=str(env.to), data=env.data, trusted=trusted, seq=seq)
+    m = pb2.Envelope(
+        kind=env.kind, to=str(env.to), data=env.data, trusted=trusted, seq=seq, t0_ns=int(env.t0)
+    )
     setattr(m, "from", str(env.frm))
     if env.type is not None:
         m.type = env.type
@@ -49,6 +51,7 @@ def from_pb(m: Any) -> Envelope:
         frm=JID.parse(getattr(m, "from")),
         to=JID.parse(m.to),
         data=m.data,
+        t0=float(m.t0_ns),  # wall-clock ns (Metrics(wall_clock=True) in cluster processes)
     )
 
 
@@ -154,6 +157,10 @@ class RouterClient:
         for st in self._streams:
             if st.call is not None:
                 st.call.cancel()
+
+    @property
+    def healthy_routers(self) -> int:
+        return sum(1 for s in self._streams if s.healthy)
 
     @property
     def unacked(self) -> int:

@@ -97,10 +97,11 @@ class CallServicer:
 
 
 class Channels:
-    """One channel per peer address, reused."""
+    """One channel per peer address, reused; carries the process's metrics."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Any = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self.metrics = metrics
 
     def get(self, addr: str) -> grpc.aio.Channel:
         ch = self._channels.get(addr)
@@ -155,9 +156,13 @@ class RemoteProxy:
         while True:
             addr = self._addresses[attempt % len(self._addresses)]
             stub = self._stub_cls(self._channels.get(addr))
+            m = self._channels.metrics
+            started = time.perf_counter()
             try:
                 reply = await stub.Call(req, timeout=self._timeout)
             except grpc.aio.AioRpcError as err:
+                if m is not None:
+                    m.grpc_errors.labels(f"{self._service}.{method}", err.code().name).inc()
                 if err.code() not in RETRYABLE or time.monotonic() > deadline:
                     raise RemoteError(
                         f"{self._service}.{method} at {addr}: {err.code().name}"
@@ -166,6 +171,10 @@ class RemoteProxy:
                 if attempt % len(self._addresses) == 0:
                     await asyncio.sleep(0.2)
                 continue
+            if m is not None:
+                m.grpc_call.labels(f"{self._service}.{method}").observe(
+                    time.perf_counter() - started
+                )
             if reply.error:
                 raise_reply_error(reply)
             return codec.loads(reply.result)

@@ -52,6 +52,8 @@ class C2SConnection(asyncio.Protocol):
         self._pumping = False
         self._closing = False
         self._paused = False
+        self._metrics = edge.metrics
+        self._conn_gauge = edge.metrics.conn_tls if direct_tls else edge.metrics.conn_tcp
 
     # ---- asyncio callbacks ------------------------------------------------
 
@@ -61,6 +63,7 @@ class C2SConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
         self.edge.connections.add(self)
+        self._conn_gauge.inc()
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = time.monotonic()
@@ -77,6 +80,7 @@ class C2SConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.edge.connections.discard(self)
+        self._conn_gauge.dec()
         if not self._closing:
             self._closing = True
             asyncio.get_running_loop().create_task(self._teardown())
@@ -123,7 +127,10 @@ class C2SConnection(asyncio.Protocol):
             self.flush()
             self._close_transport()
         elif isinstance(ev, c2s.AuthFailed):
+            self._metrics.auth_result(ev.mechanism, False)
             log.info("auth failed from %s: %s %s", self.ip, ev.mechanism, ev.condition)
+        elif isinstance(ev, c2s.Authenticated):
+            self._metrics.auth_result(ev.mechanism, True)
 
     async def _on_starttls(self) -> None:
         self.flush()
@@ -185,6 +192,9 @@ class C2SConnection(asyncio.Protocol):
     async def _on_stanza(self, el: etree._Element) -> None:
         jid = self.jid
         assert jid is not None
+        m = self._metrics
+        t0 = m.stamp()
+        m.stanza_in(el.tag, el.get("type"))
         try:
             try:
                 hdr = st.check_client_stanza(el, jid)
@@ -194,12 +204,13 @@ class C2SConnection(asyncio.Protocol):
                 reply = stanza_error_reply(el, err)
                 reply.attrib.pop("from", None)
                 self.stream.send_element(reply)
+                m.out_error.inc()
                 return
             if hdr.kind == "iq":
                 if self._local_iq(el, hdr):
                     return
             to = hdr.to if hdr.to is not None else jid.bare
-            env = Envelope(hdr.kind, hdr.type, hdr.id, jid, to, serialize(el), el)
+            env = Envelope(hdr.kind, hdr.type, hdr.id, jid, to, serialize(el), el, t0)
             await self.edge.router.route(env)
         except StreamError as err:
             self.stream.close(err)
@@ -215,12 +226,14 @@ class C2SConnection(asyncio.Protocol):
         if hdr.type == "set" and len(el) == 1 and el[0].tag == _SESSION_IQ:
             if hdr.to is None or hdr.to.is_domain:
                 self.stream.send_element(st.make("iq", type_="result", id_=hdr.id))
+                self._metrics.out_iq.inc()
                 return True
         return False
 
     # ---- called by the edge server ------------------------------------------
 
     def deliver(self, data: bytes) -> None:
+        self._metrics.stanza_out(data)
         self.stream.send_bytes(data)
         self.flush()
         t = self.transport

@@ -21,6 +21,7 @@ from .connection import C2SConnection
 
 if TYPE_CHECKING:
     from ..platform.config import Settings
+    from ..platform.metrics import Metrics
     from ..router.service import RouterService
 
 log = logging.getLogger("xmppd.edge")
@@ -35,6 +36,7 @@ class EdgeServer:
         ssl_context: ssl.SSLContext,
         cb_data: bytes | None,
         node_id: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -47,6 +49,11 @@ class EdgeServer:
         self.servers: list[asyncio.Server] = []
         self._housekeeping: asyncio.Task[None] | None = None
         self._extra_features: list[bytes] | None = None
+        if metrics is None:
+            from ..platform.metrics import Metrics
+
+            metrics = Metrics()  # a private registry nobody scrapes: no-op
+        self.metrics = metrics
 
     def stream_config(self, direct_tls: bool) -> c2s.StreamConfig:
         if self._extra_features is None:

@@ -39,7 +39,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -48,6 +49,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiosqlite
 
 __all__ = [
+    "SQL_OPS",
     "Connection",
     "Database",
     "DatabaseError",
@@ -55,7 +57,9 @@ __all__ = [
     "PostgresDatabase",
     "SqliteDatabase",
     "open_database",
+    "sql_op",
     "sqlite_placeholders",
+    "timed_database",
 ]
 
 Row = tuple[Any, ...]
@@ -376,3 +380,80 @@ async def open_database(url: str) -> Database:
             dsn, min_size=sizes.get("min_size", 1), max_size=sizes.get("max_size", 10)
         )
     raise ValueError(f"unsupported database URL {url!r} (want sqlite:// or postgresql://)")
+
+
+# --------------------------------------------------------------------------- timing
+
+#: the ``op`` label values of the latency histogram: the statement's SQL verb
+SQL_OPS = ("select", "insert", "update", "delete", "other")
+_SQL_OPS = frozenset(SQL_OPS)
+
+
+class Observer(Protocol):
+    """Where a timing goes (a prometheus-client histogram child)."""
+
+    def observe(self, amount: float) -> None: ...
+
+
+@functools.lru_cache(maxsize=2048)
+def sql_op(sql: str) -> str:
+    """The statement's verb, one of :data:`SQL_OPS` (the SQL strings are constants: cached)."""
+    verb = sql.lstrip()[:6].lower()  # the four verbs are all six letters long
+    return verb if verb in _SQL_OPS else "other"
+
+
+class _TimedConnection:
+    """Times every statement of a connection into ``timers[sql_op(sql)]``."""
+
+    def __init__(self, conn: Connection, timers: Mapping[str, Observer]) -> None:
+        self._conn = conn
+        self._timers = timers
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        t = time.perf_counter()
+        try:
+            return await self._conn.execute(sql, *args)
+        finally:
+            self._timers[sql_op(sql)].observe(time.perf_counter() - t)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        t = time.perf_counter()
+        try:
+            return await self._conn.fetch(sql, *args)
+        finally:
+            self._timers[sql_op(sql)].observe(time.perf_counter() - t)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        t = time.perf_counter()
+        try:
+            return await self._conn.fetchrow(sql, *args)
+        finally:
+            self._timers[sql_op(sql)].observe(time.perf_counter() - t)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return await self._conn.fetchval(sql, *args)
+        finally:
+            self._timers[sql_op(sql)].observe(time.perf_counter() - t)
+
+
+class _TimedDatabase(_TimedConnection):
+    def __init__(self, db: Database, timers: Mapping[str, Observer]) -> None:
+        super().__init__(db, timers)
+        self._db = db
+        self.dialect = db.dialect
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self._db.transaction() as tx:
+            yield _TimedConnection(tx, self._timers)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+def timed_database(db: Database, timers: Mapping[str, Observer]) -> Database:
+    """``db`` with every statement's latency observed in ``timers``, keyed by :data:`SQL_OPS`
+    (the time includes waiting for the connection or SQLite's lock: what callers wait)."""
+    return _TimedDatabase(db, timers)

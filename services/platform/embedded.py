@@ -13,6 +13,9 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
 
 from ..admin import control
 from ..admin.commands import AdminContext
@@ -26,8 +29,14 @@ from ..storage.store import Store
 from ..xmpp.sasl import tls_server_end_point
 from . import tls
 from .config import Settings
-from .db import Database, open_database
+from .db import Database, open_database, timed_database
+from .metrics import KINDS, Metrics, ServerStats
 from .migrate import migrate
+from .ops_http import OpsHTTPServer
+
+if TYPE_CHECKING:
+    from ..admin.api import ApiServer
+    from ..admin.auth import TokenStore
 
 log = logging.getLogger("xmppd")
 
@@ -41,6 +50,13 @@ class EmbeddedServer:
     edge: EdgeServer | None = None
     addresses: list[tuple[str, int]] = field(default_factory=list)
     control: asyncio.AbstractServer | None = None
+    metrics: Metrics | None = None  # on this server's own registry (not the global one)
+    stats: ServerStats | None = None
+    ops: OpsHTTPServer | None = None
+    ops_port: int = -1  # the bound /metrics, /healthz, /readyz port; -1: not serving
+    admin: AdminContext | None = None  # what the control socket and the admin API run on
+    admin_api: ApiServer | None = None
+    admin_port: int = -1  # the bound REST admin API port; -1: not serving
 
     @property
     def c2s_port(self) -> int:
@@ -52,37 +68,115 @@ class EmbeddedServer:
 
     async def start(self) -> None:
         s = self.settings
+        admin_tokens = self._admin_tokens()  # a bad token entry fails before anything starts
         Path(s.data_dir).mkdir(parents=True, exist_ok=True)
         cert, key = s.cert_paths()
         if tls.ensure_self_signed(cert, key, s.hosts):
             log.info("created a self-signed certificate for %s in %s", ",".join(s.hosts), cert)
         ctx = tls.server_context(cert, key)
         cb = tls_server_end_point(tls.cert_der(cert))
+        self.metrics = metrics = Metrics(CollectorRegistry())
         self.db = await open_database(s.resolved_database_url())
         applied = await migrate(self.db)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
+        self.db = timed_database(self.db, metrics.db_timers)
         self.store = Store(self.db)
         registry = LocalRegistry()
-        self.router = RouterService(s, self.store, registry, FeatureSet(load_features()))
+        self.router = RouterService(
+            s, self.store, registry, FeatureSet(load_features()), metrics=metrics
+        )
         self.router.presence = PresenceService(self.router)
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.edge = EdgeServer(s, self.router, self.store, ctx, cb, node)
+        self.edge = edge = EdgeServer(s, self.router, self.store, ctx, cb, node, metrics=metrics)
         self.router.attach_edge(self.edge)
         self.addresses = await self.edge.start()
-        self.control = await control.serve(
-            AdminContext(self.store, s.hosts, registry, self.router.edges),
-            control.socket_path(s.data_dir),
+        self.admin = AdminContext(
+            self.store,
+            s.hosts,
+            registry,
+            self.router.edges,
+            router=self.router,
+            stanza_count=lambda: int(
+                sum(
+                    metrics.registry.get_sample_value("xmppd_stanzas_in_total", {"kind": k}) or 0
+                    for k in KINDS
+                )
+            ),
         )
+        self.control = await control.serve(self.admin, control.socket_path(s.data_dir))
+        if admin_tokens is not None:
+            await self._start_admin_api(admin_tokens)
         for host, port in self.addresses:
             log.info("listening on %s:%d", host, port)
+        # the figures one process exports for the whole service (see metrics.py)
+        metrics.sessions.labels(node).set_function(lambda: len(edge.local))
+        metrics.edge_up.labels(node).set_function(lambda: float(self._edge_listening()))
+        self.stats = ServerStats(
+            metrics, storage=self.store, hosts=s.hosts, sessions=registry, db=self.db
+        )
+        await self.stats.start()  # also counts the offline queue once
+        if s.ops_port >= 0:
+            ops = OpsHTTPServer(
+                metrics.registry, {"listeners": self._listeners_up, "database": self._db_answers}
+            )
+            try:
+                self.ops_port = await ops.start(s.ops_host, s.ops_port)
+            except OSError as exc:  # metrics and probes are not worth refusing XMPP service
+                log.error("cannot serve /metrics on %s:%d: %s", s.ops_host, s.ops_port, exc)
+            else:
+                self.ops = ops
+                log.info("metrics and health on http://%s:%d/", s.ops_host, self.ops_port)
+
+    def _admin_tokens(self) -> TokenStore | None:
+        if self.settings.admin_port < 0:
+            return None
+        from ..admin.auth import load_tokens
+
+        tokens = load_tokens(self.settings)
+        if not len(tokens):
+            log.warning("the admin API has no tokens (admin_tokens): it will refuse every request")
+        return tokens
+
+    async def _start_admin_api(self, tokens: TokenStore) -> None:
+        from ..admin.api import ApiServer, create_app
+
+        s, admin = self.settings, self.admin
+        assert admin is not None
+        api = ApiServer(create_app(lambda: admin, tokens))
+        try:
+            self.admin_port = await api.start(s.admin_host, s.admin_port)
+        except OSError as exc:  # like /metrics: not worth refusing XMPP service
+            log.error("cannot serve the admin API on %s:%d: %s", s.admin_host, s.admin_port, exc)
+        else:
+            self.admin_api = api
+            log.info("admin API on http://%s:%d/api/v1/docs", s.admin_host, self.admin_port)
+
+    def _edge_listening(self) -> bool:
+        servers = self.edge.servers if self.edge is not None else []
+        return bool(servers) and all(x.is_serving() for x in servers)
+
+    async def _listeners_up(self) -> bool:
+        return self._edge_listening()
+
+    async def _db_answers(self) -> bool:
+        return self.db is not None and await self.db.fetchval("SELECT 1") == 1
 
     async def stop(self) -> None:
+        if self.admin_api is not None:
+            await self.admin_api.stop()
+            self.admin_api = None
+        if self.admin is not None:
+            await self.admin.jobs.close()
+        if self.stats is not None:
+            await self.stats.stop()
         if self.control is not None:
             self.control.close()
             control.socket_path(self.settings.data_dir).unlink(missing_ok=True)
         if self.edge is not None:
             await self.edge.stop()
+        if self.ops is not None:
+            await self.ops.stop()
         if self.db is not None:
             await self.db.close()
 

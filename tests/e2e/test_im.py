@@ -35,7 +35,12 @@ async def test_messages_keep_their_order(connect):
     alice = await connect("alice@localhost/a")
     bob = await connect("bob@localhost/b")
     # enough to fill the edge's read backlog, so reading pauses and resumes
-    alice.send_raw("".join(f"<message to='bob@localhost' type='chat'><body>{i}</body></message>" for i in range(2000)))
+    alice.send_raw(
+        "".join(
+            f"<message to='bob@localhost' type='chat'><body>{i}</body></message>"
+            for i in range(2000)
+        )
+    )
     got = [int((await bob.next_message())["body"]) for _ in range(2000)]
     assert got == list(range(2000))
 

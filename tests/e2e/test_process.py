@@ -29,6 +29,8 @@ def env_for(tmp: Path) -> dict[str, str]:
         XMPPD_C2S_PORT="0",
         XMPPD_C2S_DIRECT_TLS_PORT="0",
         XMPPD_LOG_LEVEL="INFO",
+        XMPPD_OPS_HOST="127.0.0.1",
+        XMPPD_OPS_PORT="0",
     )
     return env
 

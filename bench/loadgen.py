@@ -1,0 +1,1251 @@
+"""An asyncio raw-socket XMPP load generator, run in several worker processes.
+
+Each worker process runs its own event loop (uvloop when installed) with many
+minimal clients: TCP, STARTTLS (no certificate verification), SASL PLAIN or
+SCRAM-SHA-1/SHA-256, resource binding, the legacy session when a server
+requires it, an optional roster fetch and initial presence. Nothing here
+parses XML properly: a tag-level regex cuts the byte stream into top-level
+elements, which is all a load generator needs and costs a few microseconds
+per stanza (slixmpp costs hundreds, which would make the client the
+bottleneck on a small machine).
+
+The coordinator (:class:`LoadGen`, in the calling process) sends each worker
+one command at a time over a pipe and gathers the replies; the scenario
+functions below drive it and measure the server from ``/proc``
+(:class:`ProcTree`). Every reply carries the worker's own CPU time so the
+reports can show what the load generator itself used.
+
+Scenarios (each returns a JSON-able dict; :func:`table` prints one):
+
+* :func:`login_storm` - M clients log in; logins/s, login latency, server CPU per login;
+* :func:`messages` - K clients in pairs send each other messages with a
+  timestamp in the body, in a closed loop with a bounded window per direction
+  or at a fixed total rate; delivered/s, end-to-end latency, lost, server CPU
+  per delivered message;
+* :func:`idle` - C sessions held; server memory per connection;
+* :func:`presence_storm` - users with mutual rosters log in, fetch the roster
+  and send initial presence; presence stanzas delivered/s, server CPU per login.
+
+Usable on its own against a running server whose users already exist::
+
+    python bench/loadgen.py --port 5222 --pid SERVER_PID --scenario messages \\
+        --user-format 'u{}' --password secret --clients 100 --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import multiprocessing as mp
+import os
+import re
+import resource
+import secrets
+import signal
+import ssl
+import sys
+import threading
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+# ----------------------------------------------------------------- XML bytes
+
+#: one tag: (closing slash, name, self-closing slash)
+_TAG = re.compile(rb"<(/?)([^\s/>]+)[^>]*?(/?)>")
+_MECH = re.compile(rb"<mechanism>\s*([^<\s]+)\s*</mechanism>")
+_TEXT = re.compile(rb">([^<]*)<")
+_ATTR_ID = re.compile(rb"""\sid=(?:'([^']*)'|"([^"]*)")""")
+_ATTR_FROM = re.compile(rb"""\sfrom=(?:'([^'/]*)|"([^"/]*))""")
+_ATTR_FROM_FULL = re.compile(rb"""\sfrom=(?:'([^']*)'|"([^"]*)")""")
+_ATTR_TYPE = re.compile(rb"""\stype=(?:'([^']*)'|"([^"]*)")""")
+_JID = re.compile(rb"<jid>([^<]+)</jid>")
+
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+STARTTLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
+CLOSE = b"</stream:stream>"
+
+
+def stream_header(domain: str) -> bytes:
+    return (
+        f"<?xml version='1.0'?><stream:stream to='{domain}' version='1.0' xml:lang='en'"
+        " xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+    ).encode()
+
+
+def _attr(rx: re.Pattern[bytes], el: bytes) -> bytes | None:
+    head = el[: el.find(b">") + 1]
+    m = rx.search(head)
+    if m is None:
+        return None
+    return m.group(1) if m.group(1) is not None else m.group(2)
+
+
+def _unescape(b: bytes) -> bytes:
+    return (
+        b.replace(b"&lt;", b"<")
+        .replace(b"&gt;", b">")
+        .replace(b"&quot;", b'"')
+        .replace(b"&apos;", b"'")
+        .replace(b"&amp;", b"&")
+    )
+
+
+def _escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("'", "&apos;")
+
+
+class Splitter:
+    """Cuts a stream of bytes into top-level elements.
+
+    Returns the stream header (its opening tag), each complete stanza or
+    negotiation element, and ``</stream:stream>`` when the server closes.
+    Call :meth:`reset` when the stream restarts (after STARTTLS and SASL).
+    """
+
+    __slots__ = ("buf", "depth", "pos", "start")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = b""
+        self.pos = 0
+        self.depth = 0
+        self.start = -1
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self.buf + data if self.buf else data
+        out: list[bytes] = []
+        depth, start, pos = self.depth, self.start, self.pos
+        for m in _TAG.finditer(buf, pos):
+            close, name, selfclose = m.groups()
+            pos = m.end()
+            if name[0] in b"?!":
+                continue
+            if close:
+                depth -= 1
+                if depth == 1:
+                    out.append(buf[start:pos])
+                    start = -1
+                elif depth <= 0:
+                    out.append(CLOSE)
+                    depth = 0
+            elif selfclose:
+                if depth == 1:
+                    out.append(buf[m.start() : pos])
+            elif depth == 0:
+                out.append(buf[m.start() : pos])  # the stream header
+                depth = 1
+            else:
+                if depth == 1:
+                    start = m.start()
+                depth += 1
+        if start >= 0:
+            buf, pos, start = buf[start:], pos - start, 0
+        else:
+            buf, pos = buf[pos:], 0
+        self.buf, self.pos, self.depth, self.start = buf, pos, depth, start
+        return out
+
+
+# ---------------------------------------------------------------------- SASL
+
+
+class LoginError(Exception):
+    pass
+
+
+def _b64(b: bytes) -> bytes:
+    return base64.b64encode(b)
+
+
+def _auth(mech: str, payload: bytes) -> bytes:
+    return b"<auth xmlns='%s' mechanism='%s'>%s</auth>" % (
+        NS_SASL.encode(),
+        mech.encode(),
+        _b64(payload) if payload else b"=",
+    )
+
+
+class Scram:
+    """The client side of SCRAM-SHA-1/SHA-256 (RFC 5802), no channel binding."""
+
+    def __init__(self, hash_name: str, user: str, password: str) -> None:
+        self.h = hash_name
+        self.password = password.encode()
+        self.nonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self.bare = f"n={user.replace('=', '=3D').replace(',', '=2C')},r={self.nonce}"
+        self.server_sig = b""
+
+    def first(self) -> bytes:
+        return ("n,," + self.bare).encode()
+
+    def final(self, server_first: bytes) -> bytes:
+        parts = dict(p.split("=", 1) for p in server_first.decode().split(","))
+        if not parts["r"].startswith(self.nonce):
+            raise LoginError("SCRAM nonce mismatch")
+        salt = base64.b64decode(parts["s"])
+        salted = hashlib.pbkdf2_hmac(self.h, self.password, salt, int(parts["i"]))
+        client_key = hmac.new(salted, b"Client Key", self.h).digest()
+        stored = hashlib.new(self.h, client_key).digest()
+        without_proof = "c=biws,r=" + parts["r"]
+        msg = f"{self.bare},{server_first.decode()},{without_proof}".encode()
+        sig = hmac.new(stored, msg, self.h).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, sig, strict=True))
+        server_key = hmac.new(salted, b"Server Key", self.h).digest()
+        self.server_sig = hmac.new(server_key, msg, self.h).digest()
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        fields = dict(p.split("=", 1) for p in server_final.decode().split(",") if "=" in p)
+        if base64.b64decode(fields.get("v", "")) != self.server_sig:
+            raise LoginError("SCRAM server signature mismatch")
+
+
+_SCRAM_HASH = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}
+MECHANISMS = ("PLAIN", *_SCRAM_HASH)
+
+
+def _client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# -------------------------------------------------------------------- client
+
+
+class Client:
+    """One connection. Negotiates with awaits, then runs a read loop that
+    dispatches every stanza to :meth:`on_element` without further awaits."""
+
+    __slots__ = (
+        "complete_at",
+        "expect",
+        "full_jid",
+        "inflight",
+        "partner",
+        "password",
+        "presences",
+        "reader",
+        "resource",
+        "seen",
+        "split",
+        "stash",
+        "task",
+        "to_partner",
+        "user",
+        "w",
+        "writer",
+    )
+
+    def __init__(self, w: Worker, user: str, password: str, resource: str) -> None:
+        self.w = w
+        self.user = user
+        self.password = password
+        self.resource = resource
+        self.split = Splitter()
+        self.stash: deque[bytes] = deque()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.full_jid = b""
+        self.partner: Client | None = None
+        self.to_partner = b""
+        self.inflight = 0
+        self.presences = 0
+        self.seen: set[bytes] | None = None
+        self.expect = 0
+        self.complete_at = 0.0
+
+    # ---- negotiation
+    async def _next(self) -> bytes:
+        while not self.stash:
+            assert self.reader is not None
+            data = await self.reader.read(65536)
+            if not data:
+                raise LoginError("connection closed by the server")
+            self.stash.extend(self.split.feed(data))
+        el = self.stash.popleft()
+        if el == CLOSE or el.startswith((b"<stream:error", b"<error")):
+            raise LoginError("stream error: " + el[:300].decode(errors="replace"))
+        return el
+
+    async def _restart(self, domain: str) -> bytes:
+        assert self.writer is not None
+        self.split.reset()
+        self.stash.clear()
+        self.writer.write(stream_header(domain))
+        header = await self._next()
+        if b"stream" not in header[:20]:
+            raise LoginError(f"expected a stream header, got {header[:200]!r}")
+        feats = await self._next()
+        if b"features" not in feats[:30]:
+            raise LoginError(f"expected stream features, got {feats[:200]!r}")
+        return feats
+
+    async def _iq(self, iq_id: bytes, payload: bytes) -> bytes:
+        assert self.writer is not None
+        self.writer.write(payload)
+        while True:
+            el = await self._next()
+            if el.startswith(b"<iq") and _attr(_ATTR_ID, el) == iq_id:
+                if _attr(_ATTR_TYPE, el) != b"result":
+                    raise LoginError("iq failed: " + el[:300].decode(errors="replace"))
+                return el
+            self.stash_later(el)
+
+    def stash_later(self, el: bytes) -> None:
+        # stanzas that arrive during negotiation are dispatched once established
+        self.w.early.append((self, el))
+
+    async def login(self, host: str, port: int, domain: str, mech: str, roster: bool) -> None:
+        self.reader, self.writer = await asyncio.open_connection(host, port)
+        w = self.writer
+        feats = await self._restart(domain)
+        if b"starttls" not in feats:
+            raise LoginError("the server offers no STARTTLS")
+        w.write(STARTTLS)
+        el = await self._next()
+        if not el.startswith(b"<proceed"):
+            raise LoginError(f"STARTTLS refused: {el[:200]!r}")
+        await w.start_tls(self.w.tls, server_hostname=domain)
+        feats = await self._restart(domain)
+        offered = {m.decode() for m in _MECH.findall(feats)}
+        if mech not in offered:
+            raise LoginError(f"{mech} not offered (offered: {sorted(offered)})")
+        if mech == "PLAIN":
+            w.write(_auth(mech, f"\0{self.user}\0{self.password}".encode()))
+            el = await self._next()
+        else:
+            scram = Scram(_SCRAM_HASH[mech], self.user, self.password)
+            w.write(_auth(mech, scram.first()))
+            el = await self._next()
+            if not el.startswith(b"<challenge"):
+                raise LoginError("authentication failed: " + el[:300].decode(errors="replace"))
+            m = _TEXT.search(el)
+            w.write(
+                b"<response xmlns='%s'>%s</response>"
+                % (NS_SASL.encode(), _b64(scram.final(base64.b64decode(m.group(1) if m else b""))))
+            )
+            el = await self._next()
+            if el.startswith(b"<success"):
+                m = _TEXT.search(el)
+                scram.verify(base64.b64decode(m.group(1)) if m and m.group(1) else b"")
+        if not el.startswith(b"<success"):
+            raise LoginError("authentication failed: " + el[:300].decode(errors="replace"))
+        feats = await self._restart(domain)
+        res = await self._iq(
+            b"bind",
+            b"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            b"<resource>%s</resource></bind></iq>" % self.resource.encode(),
+        )
+        m = _JID.search(res)
+        if m is None:
+            raise LoginError("no JID in the bind result")
+        self.full_jid = _unescape(m.group(1))
+        i = feats.find(b"urn:ietf:params:xml:ns:xmpp-session")
+        if i >= 0 and b"<optional" not in feats[i : feats.find(b"</session>", i) + 1]:
+            await self._iq(
+                b"sess",
+                b"<iq type='set' id='sess'>"
+                b"<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>",
+            )
+        if roster:
+            await self._iq(
+                b"roster", b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>"
+            )
+        w.write(b"<presence/>")
+        # logged in once the server has processed the initial presence: every
+        # server echoes it to the sender's own available resource (RFC 6121 4.2.2)
+        while self.presences == 0:
+            self.on_element(await self._next())
+
+    def start_reading(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        assert self.reader is not None
+        on = self.on_element
+        split = self.split
+        read = self.reader.read
+        while self.stash:
+            on(self.stash.popleft())
+        try:
+            while True:
+                data = await read(262144)
+                if not data:
+                    break
+                for el in split.feed(data):
+                    on(el)
+        except (ConnectionError, ssl.SSLError, OSError):
+            pass
+        if not self.w.closing:
+            self.w.dropped += 1
+
+    # ---- established
+    def on_element(self, el: bytes) -> None:
+        w = self.w
+        if el.startswith(b"<message"):
+            head = el[: el.find(b">")]
+            if b"error" in head:
+                w.errors += 1
+                self.inflight -= 1
+                return
+            i = el.find(b"<body>")
+            if i < 0:
+                return
+            j = el.find(b"</body>", i)
+            body = el[i + 6 : j]
+            sent_ns = int(body[body.find(b" ") + 1 :])
+            now = time.perf_counter_ns()
+            w.received += 1
+            sender = self.partner
+            if sender is not None:
+                sender.inflight -= 1
+            if w.m0 <= now <= w.m1:
+                w.in_window += 1
+                w.lat.append((now - sent_ns) / 1000.0)
+            if w.refill and sender is not None:
+                sender.send_message()
+        elif el.startswith(b"<presence"):
+            self.presences += 1
+            w.presences += 1
+            if self.seen is not None:
+                frm = _attr(_ATTR_FROM, el)
+                if frm is not None:
+                    self.seen.add(frm)
+                    if not self.complete_at and len(self.seen) >= self.expect:
+                        self.complete_at = time.monotonic()
+        elif el.startswith(b"<iq"):
+            if b"urn:xmpp:ping" in el and _attr(_ATTR_TYPE, el) == b"get":
+                iq_id = _attr(_ATTR_ID, el) or b""
+                frm = _attr(_ATTR_FROM_FULL, el)
+                to = b" to='%s'" % frm if frm else b""
+                self.send(b"<iq type='result' id='%s'%s/>" % (iq_id, to))
+        elif el == CLOSE:
+            w.dropped += 1
+
+    def send(self, data: bytes) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(data)
+
+    def send_message(self) -> None:
+        w = self.w
+        w.seq += 1
+        self.inflight += 1
+        w.sent += 1
+        self.send(self.to_partner % (w.seq, w.seq, time.perf_counter_ns()))
+
+    async def close(self) -> None:
+        if self.writer is None:
+            return
+        with contextlib.suppress(Exception):
+            if not self.writer.is_closing():
+                self.writer.write(CLOSE)
+            self.writer.close()
+        if self.task is not None:
+            self.task.cancel()
+
+
+# -------------------------------------------------------------------- worker
+
+
+@dataclass
+class Target:
+    host: str
+    port: int
+    domain: str
+
+
+def _cpu() -> float:
+    return time.process_time()
+
+
+class Worker:
+    """One process: holds clients and runs the coordinator's commands."""
+
+    def __init__(self, conn: Connection, index: int, target: Target) -> None:
+        self.conn = conn
+        self.index = index
+        self.target = target
+        self.tls = _client_tls()
+        self.clients: list[Client] = []
+        self.early: list[tuple[Client, bytes]] = []
+        self.closing = False
+        self.dropped = 0
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        self.seq = 0
+        self.sent = 0
+        self.received = 0
+        self.errors = 0
+        self.in_window = 0
+        self.presences = 0
+        self.refill = False
+        self.m0 = 0
+        self.m1 = 0
+        self.lat = array("d")
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        commands: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+        # a thread reads the pipe: registering its descriptor with the event
+        # loop would make it non-blocking, and large replies would then fail
+        def intake() -> None:
+            while True:
+                try:
+                    cmd: dict[str, Any] | None = self.conn.recv()
+                except (EOFError, OSError):
+                    cmd = None
+                loop.call_soon_threadsafe(commands.put_nowait, cmd)
+                if cmd is None or cmd.get("op") == "exit":
+                    return
+
+        threading.Thread(target=intake, name="commands", daemon=True).start()
+        while True:
+            cmd = await commands.get()
+            if cmd is None or cmd["op"] == "exit":
+                await self.op_close()
+                return
+            cpu0 = _cpu()
+            try:
+                out = await getattr(self, "op_" + cmd.pop("op"))(**cmd)
+            except Exception as exc:  # reported to the coordinator, which raises
+                out = {"error": f"{type(exc).__name__}: {exc}"}
+            out["cpu_s"] = _cpu() - cpu0
+            out["worker"] = self.index
+            self.conn.send(out)
+
+    async def op_login(
+        self,
+        users: Sequence[tuple[str, str]],
+        mech: str,
+        concurrency: int,
+        resource: str,
+        roster: bool = False,
+        expect: Sequence[int] | None = None,
+        timeout: float = 120.0,
+        pairs: bool = False,
+    ) -> dict[str, Any]:
+        """Log ``users`` in, at most ``concurrency`` at a time; keep them connected."""
+        self.closing = False
+        self.dropped = 0
+        self.early.clear()
+        sem = asyncio.Semaphore(concurrency)
+        lat = array("d")
+        failures: list[str] = []
+        t = self.target
+        new: list[Client | None] = [None] * len(users)
+
+        async def one(i: int, user: str, password: str) -> None:
+            async with sem:
+                c = Client(self, user, password, resource)
+                if expect is not None:
+                    c.seen = set()
+                    c.expect = expect[i]
+                t0 = time.perf_counter()
+                try:
+                    await asyncio.wait_for(c.login(t.host, t.port, t.domain, mech, roster), timeout)
+                except Exception as exc:
+                    failures.append(f"{user}: {type(exc).__name__}: {exc}"[:300])
+                    await c.close()
+                    return
+                lat.append(time.perf_counter() - t0)
+                new[i] = c
+                c.start_reading()
+
+        start = time.monotonic()
+        await asyncio.gather(*(one(i, u, p) for i, (u, p) in enumerate(users)))
+        end = time.monotonic()
+        for c, el in self.early:
+            c.on_element(el)
+        self.early.clear()
+        ok = [c for c in new if c is not None]
+        if pairs:  # users[2i] and users[2i+1] talk to each other
+            for a, b in zip(new[0::2], new[1::2], strict=False):
+                if a is not None and b is not None:
+                    a.partner, b.partner = b, a
+                    for x, y in ((a, b), (b, a)):
+                        x.to_partner = (
+                            b"<message to='%s' type='chat' id='%%d'><body>%%d %%d</body></message>"
+                            % _escape(y.full_jid.decode()).encode()
+                        )
+        self.clients.extend(ok)
+        return {
+            "ok": len(ok),
+            "failed": len(failures),
+            "failures": failures[:5],
+            "lat": lat.tobytes(),
+            "start": start,
+            "end": end,
+        }
+
+    async def op_messages(
+        self,
+        mode: str,
+        t_start: float,
+        warmup: float,
+        duration: float,
+        window: int = 4,
+        rate: float = 0.0,
+        drain: float = 10.0,
+    ) -> dict[str, Any]:
+        """Run the message phase; ``t_start`` is a monotonic time shared with the coordinator."""
+        self.reset_counters()
+        senders = [c for c in self.clients if c.partner is not None]
+        for c in senders:
+            c.inflight = 0
+        # perf_counter_ns and monotonic are the same clock on Linux
+        offset = time.perf_counter_ns() - time.monotonic_ns()
+        self.m0 = int((t_start + warmup) * 1e9) + offset
+        self.m1 = self.m0 + int(duration * 1e9)
+        end = t_start + warmup + duration
+        await asyncio.sleep(max(0.0, t_start - time.monotonic()))
+        cpu_w0 = cpu_w1 = _cpu()
+        if senders and mode == "prime":  # one message per sender, every latency kept
+            self.m0, self.m1 = 0, 2**62
+            for c in senders:
+                c.send_message()
+        elif senders and mode == "closed":
+            self.refill = True
+            for c in senders:
+                for _ in range(window):
+                    c.send_message()
+            await asyncio.sleep(max(0.0, t_start + warmup - time.monotonic()))
+            cpu_w0 = _cpu()
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            cpu_w1 = _cpu()
+            self.refill = False
+        elif senders:
+            n = len(senders)
+            i = 0
+            t0 = time.monotonic()
+            w0 = t0 + warmup
+            cpu_w0 = -1.0
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if cpu_w0 < 0 and now >= w0:
+                    cpu_w0 = _cpu()
+                due = int((now - t0) * rate)
+                while self.sent < due:
+                    senders[i % n].send_message()
+                    i += 1
+                await asyncio.sleep(0.002)
+            cpu_w1 = _cpu()
+            cpu_w0 = cpu_w1 if cpu_w0 < 0 else cpu_w0
+        sent_by_end = self.sent
+        deadline = time.monotonic() + drain
+        while self.received + self.errors < self.sent and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        return {
+            "sent": self.sent,
+            "sent_by_end": sent_by_end,
+            "received": self.received,
+            "in_window": self.in_window,
+            "errors": self.errors,
+            "lost": self.sent - self.received,
+            "dropped": self.dropped,
+            "lat": self.lat.tobytes(),
+            "window_cpu_s": cpu_w1 - cpu_w0,
+        }
+
+    async def op_wait_presence(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        tracked = [c for c in self.clients if c.seen is not None]
+        while time.monotonic() < deadline and any(not c.complete_at for c in tracked):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        done = [c.complete_at for c in tracked if c.complete_at]
+        return {
+            "presences": sum(c.presences for c in tracked),
+            "complete": len(done),
+            "incomplete": len(tracked) - len(done),
+            "last_complete": max(done) if done else 0.0,
+            "missing": sum(max(0, c.expect - len(c.seen or ())) for c in tracked),
+        }
+
+    async def op_close(self) -> dict[str, Any]:
+        self.closing = True
+        clients, self.clients = self.clients, []
+        for c in clients:
+            await c.close()
+        await asyncio.sleep(0.05)
+        return {"closed": len(clients)}
+
+    async def op_ping(self) -> dict[str, Any]:
+        return {"pong": True, "connections": len(self.clients)}
+
+
+def _worker_main(conn: Connection, index: int, target: Target) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator stops us
+    raise_nofile()
+    worker = Worker(conn, index, target)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(worker.serve())
+    else:
+        uvloop.run(worker.serve())
+
+
+def raise_nofile(want: int = 65536) -> int:
+    """Raise the open-files limit as far as allowed; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if new > soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# --------------------------------------------------------------- coordinator
+
+
+class LoadGen:
+    """Starts ``workers`` processes and sends them commands (one at a time)."""
+
+    def __init__(self, target: Target, workers: int = 2) -> None:
+        self.target = target
+        self.n = max(1, workers)
+        self.procs: list[Any] = []
+        self.conns: list[Connection] = []
+
+    def __enter__(self) -> LoadGen:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        ctx = mp.get_context("fork")
+        for i in range(self.n):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(child, i, self.target), daemon=True)
+            p.start()
+            child.close()
+            self.procs.append(p)
+            self.conns.append(parent)
+        self.call_all([{"op": "ping"}] * self.n, timeout=30)
+
+    def alive(self) -> bool:
+        return bool(self.procs) and all(p.is_alive() for p in self.procs)
+
+    def restart(self) -> None:
+        """Replace the workers (after one died); their clients are gone."""
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        for c in self.conns:
+            with contextlib.suppress(Exception):
+                c.send({"op": "exit"})
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        self.procs, self.conns = [], []
+
+    def call_all(
+        self, cmds: Sequence[dict[str, Any]], timeout: float = 600
+    ) -> list[dict[str, Any]]:
+        """Send one command per worker; wait for every reply."""
+        for conn, cmd in zip(self.conns, cmds, strict=True):
+            conn.send(dict(cmd))
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        for conn, p in zip(self.conns, self.procs, strict=True):
+            while not conn.poll(0.2):
+                if not p.is_alive():
+                    raise RuntimeError(f"load generator worker {p.pid} died")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"load generator worker {p.pid} did not answer")
+            out.append(conn.recv())
+        errors = [r["error"] for r in out if "error" in r]
+        if errors:
+            raise RuntimeError("load generator: " + "; ".join(errors))
+        return out
+
+    def split(self, items: Sequence[Any], group: int = 1) -> list[list[Any]]:
+        """Deal ``items`` to workers round-robin, in groups kept together (pairs)."""
+        parts: list[list[Any]] = [[] for _ in range(self.n)]
+        for k in range(0, len(items), group):
+            parts[(k // group) % self.n].extend(items[k : k + group])
+        return parts
+
+    def login(
+        self,
+        users: Sequence[tuple[str, str]],
+        mech: str,
+        concurrency: int,
+        resource: str,
+        *,
+        roster: bool = False,
+        expect: Sequence[int] | None = None,
+        pairs: bool = False,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
+        idx = list(range(len(users)))
+        parts = self.split(idx, 2 if pairs else 1)
+        per = max(1, concurrency // self.n)
+        cmds = [
+            {
+                "op": "login",
+                "users": [users[i] for i in part],
+                "mech": mech,
+                "concurrency": per,
+                "resource": resource,
+                "roster": roster,
+                "expect": None if expect is None else [expect[i] for i in part],
+                "pairs": pairs,
+                "timeout": timeout,
+            }
+            for part in parts
+        ]
+        replies = self.call_all(cmds, timeout=timeout + 60 + len(users) / 5)
+        lat = array("d")
+        for r in replies:
+            lat.frombytes(r["lat"])
+        return {
+            "ok": sum(r["ok"] for r in replies),
+            "failed": sum(r["failed"] for r in replies),
+            "failures": [f for r in replies for f in r["failures"]][:5],
+            "lat": lat,
+            "start": min(r["start"] for r in replies),
+            "end": max(r["end"] for r in replies),
+            "cpu_s": sum(r["cpu_s"] for r in replies),
+        }
+
+    def close_all(self) -> float:
+        return sum(r["cpu_s"] for r in self.call_all([{"op": "close"}] * self.n))
+
+
+# ------------------------------------------------------------ server probing
+
+
+_CLK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # the command name may contain spaces: split after its closing parenthesis
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
+class ProcTree:
+    """CPU time and resident memory of a process and all its descendants."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+
+    def pids(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                st = _stat(int(d))
+                if st is not None:
+                    children.setdefault(int(st[1]), []).append(int(d))
+        out, todo = [], [self.root]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(children.get(p, ()))
+        return out
+
+    def cpu(self) -> float:
+        """utime + stime (+ reaped children's) of the tree, seconds."""
+        ticks = 0
+        for pid in self.pids():
+            st = _stat(pid)
+            if st is not None:
+                # fields 14-17 of /proc/PID/stat: utime stime cutime cstime
+                ticks += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
+        return ticks / _CLK
+
+    def rss(self) -> int:
+        """Resident set size of the tree, bytes."""
+        total = 0
+        for pid in self.pids():
+            try:
+                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy since boot, all cores together."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(f) - f[3] - (f[4] if len(f) > 4 else 0)) / _CLK
+
+
+def own_cpu() -> float:
+    """This process's CPU time (the coordinator's share of the load generator)."""
+    return time.process_time()
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def percentiles(
+    values: Iterable[float], ps: Sequence[float] = (50, 90, 99, 99.9)
+) -> dict[str, float]:
+    v = sorted(values)
+    if not v:
+        return {f"p{p:g}": 0.0 for p in ps} | {"max": 0.0}
+    out = {f"p{p:g}": v[min(len(v) - 1, int(len(v) * p / 100))] for p in ps}
+    out["max"] = v[-1]
+    return out
+
+
+def _r(x: float, nd: int = 2) -> float:
+    return round(float(x), nd)
+
+
+def _settle(seconds: float) -> None:
+    """Let the server finish what the previous phase left (closing sessions)."""
+    time.sleep(seconds)
+
+
+# ----------------------------------------------------------------- scenarios
+
+
+def login_storm(
+    lg: LoadGen,
+    probe: ProcTree,
+    users: Sequence[tuple[str, str]],
+    mech: str = "SCRAM-SHA-1",
+    concurrency: int = 50,
+    *,
+    settle: float = 1.0,
+) -> dict[str, Any]:
+    """Connect + STARTTLS + SASL + bind + initial presence for every user."""
+    _settle(settle)
+    cpu0, own0, busy0 = probe.cpu(), own_cpu(), machine_busy()
+    r = lg.login(users, mech, concurrency, "lg-login")
+    cpu1, own1, busy1 = probe.cpu(), own_cpu(), machine_busy()
+    wall = max(1e-9, r["end"] - r["start"])
+    lat = percentiles(x * 1000 for x in r["lat"])
+    close_cpu = lg.close_all()
+    lg_cpu = r["cpu_s"] + own1 - own0
+    return {
+        "scenario": "login",
+        "clients": len(users),
+        "mech": mech,
+        "concurrency": concurrency,
+        "ok": r["ok"],
+        "failed": r["failed"],
+        "failures": r["failures"],
+        "wall_s": _r(wall, 3),
+        "logins_per_s": _r(r["ok"] / wall, 1),
+        "latency_ms": {k: _r(v) for k, v in lat.items()},
+        "server_cpu_s": _r(cpu1 - cpu0),
+        "server_cpu_ms_per_login": _r((cpu1 - cpu0) * 1000 / max(1, r["ok"])),
+        "loadgen_cpu_s": _r(lg_cpu),
+        "loadgen_cores": _r(lg_cpu / wall),
+        "loadgen_close_cpu_s": _r(close_cpu),
+        "machine_busy_cores": _r((busy1 - busy0) / wall),
+    }
+
+
+def _message_phase(
+    lg: LoadGen,
+    probe: ProcTree,
+    mode: str,
+    warmup: float,
+    duration: float,
+    window: int,
+    rate: float,
+    drain: float,
+) -> dict[str, Any]:
+    """One phase on every worker at once; server CPU measured over the same window."""
+    t_start = time.monotonic() + 0.3
+    cmd = {
+        "op": "messages",
+        "mode": mode,
+        "t_start": t_start,
+        "warmup": warmup,
+        "duration": duration,
+        "window": window,
+        "rate": rate / lg.n,
+        "drain": drain,
+    }
+    for conn in lg.conns:
+        conn.send(dict(cmd))
+    time.sleep(max(0.0, t_start + warmup - time.monotonic()))
+    cpu0, own0, busy0 = probe.cpu(), own_cpu(), machine_busy()
+    time.sleep(max(0.0, t_start + warmup + duration - time.monotonic()))
+    cpu1, own1, busy1 = probe.cpu(), own_cpu(), machine_busy()
+    replies = []
+    for conn in lg.conns:
+        if not conn.poll(warmup + duration + drain + 120):
+            raise TimeoutError("load generator worker did not finish the message phase")
+        replies.append(conn.recv())
+    errors = [r["error"] for r in replies if "error" in r]
+    if errors:
+        raise RuntimeError("load generator: " + "; ".join(errors))
+    lat = array("d")
+    for r in replies:
+        lat.frombytes(r["lat"])
+    pct = {k: _r(v / 1000, 3) for k, v in percentiles(lat).items()}
+    out: dict[str, Any] = {
+        "mode": mode,
+        "sent": sum(r["sent"] for r in replies),
+        "delivered": sum(r["received"] for r in replies),
+        "lost": sum(r["lost"] for r in replies),
+        "errors": sum(r["errors"] for r in replies),
+        "dropped_connections": sum(r["dropped"] for r in replies),
+        "latency_ms": pct,
+    }
+    if mode == "prime":
+        out["wall_s"] = _r(max(0.0, time.monotonic() - t_start), 2)
+        return out
+    in_window = sum(r["in_window"] for r in replies)
+    lg_cpu = sum(r["window_cpu_s"] for r in replies) + own1 - own0
+    out.update(
+        {
+            "warmup_s": warmup,
+            "duration_s": duration,
+            "delivered_in_window": in_window,
+            "msgs_per_s": _r(in_window / duration, 1),
+            "server_cpu_s": _r(cpu1 - cpu0),
+            "server_cores": _r((cpu1 - cpu0) / duration),
+            "server_cpu_us_per_msg": _r((cpu1 - cpu0) * 1e6 / max(1, in_window), 1),
+            "loadgen_cpu_s": _r(lg_cpu),
+            "loadgen_cores": _r(lg_cpu / duration),
+            "machine_busy_cores": _r((busy1 - busy0) / duration),
+        }
+    )
+    if mode == "closed":
+        out["window_per_direction"] = window
+    else:
+        out["target_rate"] = rate
+    return out
+
+
+def messages(
+    lg: LoadGen,
+    probe: ProcTree,
+    users: Sequence[tuple[str, str]],
+    mech: str = "PLAIN",
+    *,
+    concurrency: int = 50,
+    window: int = 4,
+    closed_s: float = 20.0,
+    rate: float = 1000.0,
+    rate_s: float = 15.0,
+    warmup: float = 2.0,
+    drain: float = 10.0,
+    settle: float = 1.0,
+) -> dict[str, Any]:
+    """Clients in pairs. First every client sends its partner one message and
+    all are awaited (first-message latency: per-user caches warm up here);
+    then a closed-loop phase, then a fixed-rate phase on the same sessions."""
+    _settle(settle)
+    r = lg.login(users, mech, concurrency, "lg-msg", pairs=True)
+    out: dict[str, Any] = {
+        "scenario": "messages",
+        "clients": len(users),
+        "pairs": len(users) // 2,
+        "mech": mech,
+        "logged_in": r["ok"],
+        "login_failed": r["failed"],
+        "failures": r["failures"],
+    }
+    if r["failed"]:
+        lg.close_all()
+        return out
+    out["first_message"] = _message_phase(lg, probe, "prime", 0.0, 0.0, 1, 0.0, 30.0)
+    if closed_s > 0:
+        out["closed"] = _message_phase(lg, probe, "closed", warmup, closed_s, window, 0.0, drain)
+    if rate_s > 0 and rate > 0:
+        _settle(settle)
+        out["rate"] = _message_phase(lg, probe, "rate", warmup, rate_s, window, rate, drain)
+    lg.close_all()
+    return out
+
+
+def idle(
+    lg: LoadGen,
+    probe: ProcTree,
+    users: Sequence[tuple[str, str]],
+    mech: str = "PLAIN",
+    *,
+    concurrency: int = 50,
+    hold_s: float = 5.0,
+    settle: float = 2.0,
+) -> dict[str, Any]:
+    """Hold C sessions; server RSS delta per connection and idle CPU."""
+    _settle(settle)
+    rss0 = probe.rss()
+    r = lg.login(users, mech, concurrency, "lg-idle")
+    _settle(settle)
+    cpu0 = probe.cpu()
+    time.sleep(hold_s)
+    cpu1 = probe.cpu()
+    rss1 = probe.rss()
+    lg.close_all()
+    return {
+        "scenario": "idle",
+        "connections": len(users),
+        "mech": mech,
+        "ok": r["ok"],
+        "failed": r["failed"],
+        "failures": r["failures"],
+        "login_wall_s": _r(r["end"] - r["start"]),
+        "rss_before_mb": _r(rss0 / 2**20, 1),
+        "rss_after_mb": _r(rss1 / 2**20, 1),
+        "kb_per_connection": _r((rss1 - rss0) / 1024 / max(1, r["ok"]), 1),
+        "idle_server_cpu_pct": _r((cpu1 - cpu0) * 100 / hold_s, 1),
+        "loadgen_cpu_s": _r(r["cpu_s"]),
+    }
+
+
+def presence_storm(
+    lg: LoadGen,
+    probe: ProcTree,
+    users: Sequence[tuple[str, str]],
+    contacts: Sequence[int],
+    mech: str = "SCRAM-SHA-1",
+    *,
+    concurrency: int = 50,
+    timeout: float = 60.0,
+    settle: float = 1.0,
+) -> dict[str, Any]:
+    """Users whose rosters hold ``contacts[i]`` mutual contacts log in (roster get +
+    initial presence); done when every user has seen every contact's presence."""
+    _settle(settle)
+    t0 = time.monotonic()
+    cpu0, own0, busy0 = probe.cpu(), own_cpu(), machine_busy()
+    # expect: every contact's presence plus the user's own
+    r = lg.login(users, mech, concurrency, "lg-pres", roster=True, expect=[n + 1 for n in contacts])
+    replies = lg.call_all(
+        [{"op": "wait_presence", "timeout": timeout}] * lg.n, timeout=timeout + 30
+    )
+    cpu1, own1, busy1 = probe.cpu(), own_cpu(), machine_busy()
+    done = max([r["end"]] + [x["last_complete"] for x in replies])
+    wall = max(1e-9, done - r["start"])
+    delivered = sum(x["presences"] for x in replies)
+    lat = percentiles(x * 1000 for x in r["lat"])
+    lg_cpu = r["cpu_s"] + sum(x["cpu_s"] for x in replies) + own1 - own0
+    lg.close_all()
+    return {
+        "scenario": "presence",
+        "users": len(users),
+        "contacts_per_user": _r(sum(contacts) / max(1, len(contacts)), 1),
+        "mech": mech,
+        "ok": r["ok"],
+        "failed": r["failed"],
+        "failures": r["failures"],
+        "wall_s": _r(wall, 3),
+        "presences_delivered": delivered,
+        "presences_per_s": _r(delivered / wall, 1),
+        "presences_per_user": _r(delivered / max(1, r["ok"]), 1),
+        "incomplete_users": sum(x["incomplete"] for x in replies),
+        "missing_presences": sum(x["missing"] for x in replies),
+        "login_latency_ms": {k: _r(v) for k, v in lat.items()},
+        "server_cpu_s": _r(cpu1 - cpu0),
+        "server_cpu_ms_per_login": _r((cpu1 - cpu0) * 1000 / max(1, r["ok"])),
+        "loadgen_cpu_s": _r(lg_cpu),
+        "loadgen_cores": _r(lg_cpu / wall),
+        "machine_busy_cores": _r((busy1 - busy0) / max(wall, time.monotonic() - t0)),
+    }
+
+
+# ------------------------------------------------------------------- output
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        elif not isinstance(v, list):
+            out[prefix + k] = v
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """A two-column text table of one scenario's figures."""
+    rows = flatten(result)
+    width = max(len(k) for k in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows.items())
+
+
+def report(result: dict[str, Any], out: Callable[[str], Any] = print) -> None:
+    out(json.dumps(result, sort_keys=False))
+    out(table(result))
+
+
+# ---------------------------------------------------------------------- CLI
+
+
+def ring_contacts(n: int, k: int) -> list[list[int]]:
+    """User i's contacts: the k/2 users before and after it on a ring (mutual)."""
+    half = k // 2
+    return [sorted({(i + d) % n for d in range(-half, half + 1) if d} - {i}) for i in range(n)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=5222)
+    ap.add_argument("--domain", default="localhost")
+    ap.add_argument("--pid", type=int, required=True, help="server process to measure (its tree)")
+    ap.add_argument("--scenario", choices=["login", "messages", "idle", "presence"], required=True)
+    ap.add_argument("--user-format", default="u{}", help="user names, {} is the index")
+    ap.add_argument("--password", required=True)
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--contacts", type=int, default=50, help="presence: roster size (ring)")
+    ap.add_argument("--mech", default="SCRAM-SHA-1", choices=MECHANISMS)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--window", type=int, default=4)
+    a = ap.parse_args(argv)
+    raise_nofile()
+    users = [(a.user_format.format(i), a.password) for i in range(a.clients)]
+    probe = ProcTree(a.pid)
+    with LoadGen(Target(a.host, a.port, a.domain), a.workers) as lg:
+        if a.scenario == "login":
+            res = login_storm(lg, probe, users, a.mech, a.concurrency)
+        elif a.scenario == "messages":
+            res = messages(
+                lg, probe, users, a.mech, concurrency=a.concurrency, window=a.window,
+                closed_s=a.duration, rate=a.rate, rate_s=a.duration,
+            )  # fmt: skip
+        elif a.scenario == "idle":
+            res = idle(lg, probe, users, a.mech, concurrency=a.concurrency)
+        else:
+            n = len(ring_contacts(a.clients, a.contacts)[0])
+            res = presence_storm(
+                lg, probe, users, [n] * a.clients, a.mech, concurrency=a.concurrency
+            )
+    report(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1287 @@
+"""``make bench``: our server side by side with Prosody and ejabberd (issue #5).
+
+One run starts each target in turn on loopback ports with its own generated
+configuration and data folder, creates the same users and rosters on each,
+runs the same scenarios with the same sizes (bench/loadgen.py), stops it,
+then writes:
+
+* ``bench/results/<stamp>.json`` - the summary of the run (small);
+* ``bench/results/raw/<stamp>/`` - server logs and raw profiles (git-ignored);
+* ``docs/bench/results.md`` - the table with ratios to each peer, also pasted
+  into docs/benchmarks.md between its ``bench:results`` markers;
+* ``docs/bench/*.png`` - charts (matplotlib);
+* ``docs/bench/profile-embedded.svg`` and ``profile-embedded.md`` - a py-spy
+  profile of our server under the closed-loop message scenario (a separate,
+  unmeasured phase so the profiler does not skew the figures).
+
+Targets: ``embedded`` (``xmppd``), ``prosody`` and ``ejabberd`` (Debian
+packages, installed with apt-get when missing and run as root), ``cluster``
+(a stub until the cluster exists: reported as not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import loadgen  # noqa: E402
+
+DOMAIN = "localhost"
+PASSWORD = "bench-Pa55word"
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "bench"
+BENCH_DOC = ROOT / "docs" / "benchmarks.md"
+BIN = Path(sys.executable).parent
+MARK_START = "<!-- bench:results:start -->"
+MARK_END = "<!-- bench:results:end -->"
+SCENARIOS = ("login", "messages", "idle", "presence")
+TARGETS = ("embedded", "prosody", "ejabberd", "cluster")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------- sizes
+
+
+@dataclass
+class Sizes:
+    logins: int = 1000
+    msg_clients: int = 500
+    closed_s: float = 20.0
+    rate: float = 1000.0
+    rate_s: float = 15.0
+    window: int = 4
+    warmup_s: float = 2.0
+    idle: int = 2000
+    presence_users: int = 200
+    contacts: int = 50
+    workers: int = 2
+    concurrency: int = 50
+    login_mech: str = "SCRAM-SHA-1"
+    setup_mech: str = "auto"
+    profile_s: float = 10.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            logins=100,
+            msg_clients=50,
+            closed_s=4.0,
+            rate=300.0,
+            rate_s=3.0,
+            warmup_s=1.0,
+            idle=200,
+            presence_users=60,
+            contacts=20,
+            profile_s=3.0,
+        )
+
+
+@dataclass
+class Users:
+    """The same accounts and rosters on every target."""
+
+    plain: list[str]  # u0..: no roster (login, messages, idle)
+    presence: list[str]  # p0..: mutual 'both' subscriptions on a ring
+    contacts: list[list[int]]  # presence[i]'s contacts, as indices into presence
+
+    @classmethod
+    def make(cls, s: Sizes) -> Users:
+        n = max(s.logins, s.msg_clients, s.idle)
+        p = s.presence_users
+        return cls(
+            plain=[f"u{i}" for i in range(n)],
+            presence=[f"p{i}" for i in range(p)],
+            contacts=loadgen.ring_contacts(p, min(s.contacts, max(0, p - 1))),
+        )
+
+    def roster_pairs(self) -> list[tuple[str, list[str]]]:
+        return [
+            (u, [self.presence[j] for j in cs])
+            for u, cs in zip(self.presence, self.contacts, strict=True)
+        ]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def free_port() -> int:
+    """A free loopback port below the ephemeral range (see TOOLING.md)."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f}s")
+
+
+def run(cmd: Sequence[str], timeout: float = 300, **kw: Any) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kw)
+    if out.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[:4])}... exited {out.returncode}: {(out.stderr or out.stdout)[-800:]}"
+        )
+    return out
+
+
+def ensure_debian_package(binary: str, package: str) -> str | None:
+    """Return None when ``binary`` is available, else why it is not."""
+    if shutil.which(binary):
+        return None
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return f"{binary} missing (install the Debian package {package})"
+    log(f"installing {package} with apt-get")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "install", "-y", "-q", package], ["apt-get", "update", "-q"]):
+        subprocess.run(cmd, capture_output=True, env=env, timeout=900)
+        if shutil.which(binary):
+            return None
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", package], capture_output=True, env=env, timeout=900
+    )
+    return None if shutil.which(binary) else f"apt-get could not install {package}"
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 20) -> None:
+    """Stop a server we started (its own process group)."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def shared_salt_credentials(password: str) -> dict[str, Any]:
+    """SCRAM credentials for ``password`` with one salt per run, per hash."""
+    from services.xmpp.sasl import derive_credentials
+
+    return {h: derive_credentials(password, h) for h in ("SHA-1", "SHA-256")}
+
+
+# ------------------------------------------------------------------ targets
+
+
+class TargetServer:
+    name = ""
+    label = ""
+    #: the cheaper mechanism for logins no scenario measures (idle, messages)
+    setup_mech = "PLAIN"
+
+    def __init__(self, work: Path, cert: Path, key: Path, raw: Path) -> None:
+        self.work = work / self.name
+        self.cert = cert
+        self.key = key
+        self.raw = raw
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_file: Any = None
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        return ""
+
+    def start(self, users: Users) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        if self.log_file is not None:
+            self.log_file.close()
+
+    def _spawn(
+        self, cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.log_file = open(self.raw / f"{self.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            list(cmd),
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+class Embedded(TargetServer):
+    name = "embedded"
+    label = "xmppd embedded"
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"xmppd {version('xmppd')} (Python {platform.python_version()})"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XMPPD_")}
+        env.update(
+            XMPPD_HOSTS=DOMAIN,
+            XMPPD_DATA_DIR=str(self.work / "data"),
+            XMPPD_C2S_HOST="127.0.0.1",
+            XMPPD_C2S_PORT=str(self.port),
+            XMPPD_C2S_DIRECT_TLS_PORT="-1",
+            XMPPD_TLS_CERT=str(self.cert),
+            XMPPD_TLS_KEY=str(self.key),
+            XMPPD_LOG_LEVEL="WARNING",
+            # the /metrics endpoint stays (as deployed) but on loopback, any free port
+            XMPPD_OPS_HOST="127.0.0.1",
+            XMPPD_OPS_PORT="0",
+        )
+        return env
+
+    def start(self, users: Users) -> None:
+        self.port = free_port()
+        (self.work / "data").mkdir(parents=True, exist_ok=True)
+        env = self.env()
+        asyncio.run(self._provision(users, env["XMPPD_DATA_DIR"]))
+        self._spawn([str(BIN / "xmppd")], env=env)
+        wait_port(self.port, self.proc, 60, "xmppd")  # type: ignore[arg-type]
+
+    async def _provision(self, users: Users, data_dir: str) -> None:
+        from services.admin.commands import AdminContext, add_user
+        from services.platform.db import open_database
+        from services.platform.migrate import migrate
+        from services.storage.interface import RosterItem
+        from services.storage.store import Store
+
+        db = await open_database(f"sqlite:///{data_dir}/xmppd.db")
+        try:
+            await migrate(db)
+            store = Store(db)
+            # the first account through the operator command layer (what xmppctl
+            # adduser runs), the rest in bulk through the same Store with
+            # credentials derived once (PBKDF2 per account would take a minute)
+            await add_user(AdminContext(store, [DOMAIN]), f"{users.plain[0]}@{DOMAIN}", PASSWORD)
+            creds = list(shared_salt_credentials(PASSWORD).values())
+            for name in users.plain[1:] + users.presence:
+                await store.create_account(DOMAIN, name, creds)
+            for user, contacts in users.roster_pairs():
+                for c in contacts:
+                    await store.put_roster_item(
+                        DOMAIN, user, RosterItem(jid=f"{c}@{DOMAIN}", subscription="both")
+                    )
+        finally:
+            await db.close()
+
+
+PROSODY_CFG = """\
+-- generated by bench/run.py
+pidfile = "{dir}/prosody.pid"
+data_path = "{dir}/data"
+certificates = "{dir}/certs"
+run_as_root = true
+daemonize = false
+log = {{ warn = "{dir}/prosody.log" }}
+interfaces = {{ "127.0.0.1" }}
+c2s_ports = {{ {port} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ }}
+component_ports = {{ }}
+http_ports = {{ }}
+https_ports = {{ }}
+admin_socket = "{dir}/prosody.sock"
+-- what xmppd implements too; no carbons, MAM, PEP, stream management or CSI
+modules_enabled = {{
+  "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "admin_shell";
+  "blocklist"; "offline"; "lastactivity"; "version"; "time"; "private"; "vcard_legacy";
+}}
+modules_disabled = {{ "s2s" }}
+authentication = "internal_hashed"
+default_iteration_count = 4096
+c2s_require_encryption = true
+allow_registration = false
+storage = "internal"
+ssl = {{ certificate = "{cert}"; key = "{key}" }}
+VirtualHost "{domain}"
+"""
+
+
+class Prosody(TargetServer):
+    name = "prosody"
+    label = "Prosody"
+    setup_mech = "PLAIN"
+
+    def unavailable(self) -> str | None:
+        why = ensure_debian_package("prosody", "prosody")
+        if why is None and os.geteuid() != 0:
+            why = "this harness runs Prosody as root (run_as_root); run it as root"
+        return why
+
+    @property
+    def cfg(self) -> Path:
+        return self.work / "prosody.cfg.lua"
+
+    def version(self) -> str:
+        out = subprocess.run(
+            ["prosodyctl", "--config", str(self.cfg), "about"], capture_output=True, text=True
+        )
+        m = re.search(r"Prosody (\S+)", out.stdout)
+        return f"Prosody {m.group(1)}" if m else "Prosody"
+
+    def _shell(self, line: str, timeout: float = 600) -> str:
+        out = run(["prosodyctl", "--config", str(self.cfg), "shell", line], timeout=timeout)
+        if "OK:" not in out.stdout and "Result: true" not in out.stdout:
+            raise RuntimeError(f"prosodyctl shell: {out.stdout[-500:]} {out.stderr[-500:]}")
+        return out.stdout
+
+    def start(self, users: Users) -> None:
+        self.port = free_port()
+        for d in ("data", "certs"):
+            (self.work / d).mkdir(parents=True, exist_ok=True)
+        self.cfg.write_text(
+            PROSODY_CFG.format(
+                dir=self.work, port=self.port, cert=self.cert, key=self.key, domain=DOMAIN
+            )
+        )
+        # the first account through prosodyctl register (one process per account,
+        # ~70 ms each), the rest through Prosody's admin shell (user:create) in bulk
+        run(["prosodyctl", "--config", str(self.cfg), "register", users.plain[0], DOMAIN, PASSWORD])
+        self._spawn(["prosody", "--config", str(self.cfg), "-F"], cwd=self.work)
+        wait_port(self.port, self.proc, 60, "prosody")  # type: ignore[arg-type]
+        deadline = time.monotonic() + 30
+        while not (self.work / "prosody.sock").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        names = users.plain[1:] + users.presence
+        for k in range(0, len(names), 1000):
+            chunk = names[k : k + 1000]
+            lua_list = ",".join(f'"{n}"' for n in chunk)
+            self._shell(
+                f"local t = {{{lua_list}}}; for i = 1, #t do"
+                f' local ok, err = user:create(t[i].."@{DOMAIN}", "{PASSWORD}");'
+                ' if not ok then return false, err end end return true, "created"'
+            )
+        # rosters straight into Prosody's roster storage through its rostermanager
+        pairs = users.roster_pairs()
+        for k in range(0, len(pairs), 100):
+            lua = ",".join(
+                "{" + f'"{u}",{{' + ",".join(f'"{c}@{DOMAIN}"' for c in cs) + "}}"
+                for u, cs in pairs[k : k + 100]
+            )
+            self._shell(
+                f'>local rm = require "core.rostermanager"; local t = {{{lua}}};'
+                f' for i = 1, #t do local e = t[i]; local r = rm.load_roster(e[1], "{DOMAIN}");'
+                ' for j = 1, #e[2] do r[e[2][j]] = { subscription = "both", groups = {} } end;'
+                f' local ok, err = rm.save_roster(e[1], "{DOMAIN}", r);'
+                " if not ok then return false, err end end"
+                ' return true, "rosters"'
+            )
+
+
+EJABBERD_YML = """\
+# generated by bench/run.py
+hosts:
+  - {domain}
+loglevel: warning
+certfiles:
+  - {pem}
+listen:
+  -
+    port: {port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    max_stanza_size: 262144
+    starttls_required: true
+auth_method: internal
+auth_password_format: scram
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+# what xmppd implements too; no carbons, MAM, PEP, stream management or CSI
+modules:
+  mod_admin_extra: {{}}
+  mod_blocking: {{}}
+  mod_disco: {{}}
+  mod_last: {{}}
+  mod_offline: {{}}
+  mod_ping: {{}}
+  mod_privacy: {{}}
+  mod_private: {{}}
+  mod_roster: {{}}
+  mod_time: {{}}
+  mod_vcard: {{}}
+  mod_version: {{}}
+"""
+
+EJABBERD_PROVISION = r"""
+{ok, Terms} = file:consult("%(terms)s"),
+N = '%(node)s',
+H = <<"%(domain)s">>,
+Users = proplists:get_value(users, Terms),
+S = proplists:get_value(scram, Terms),
+Ros = proplists:get_value(roster, Terms),
+Par = fun(F, L) ->
+    Self = self(), K = 8,
+    Idx = lists:zip(lists:seq(0, length(L) - 1), L),
+    Chunks = [[X || {I, X} <- Idx, I rem K == J] || J <- lists:seq(0, K - 1)],
+    [spawn(fun() -> Self ! {done, [F(X) || X <- C]} end) || C <- Chunks],
+    lists:append([receive {done, R} -> R end || _ <- Chunks])
+end,
+R1 = Par(fun(U) -> rpc:call(N, ejabberd_auth, try_register, [U, H, S]) end, Users),
+Recs = [{roster, {U, H, {C, H, <<>>}}, {U, H}, {C, H, <<>>}, <<>>, both, none, [], <<>>, []}
+        || {U, Cs} <- Ros, C <- Cs],
+R2 = Par(fun(Rec) -> rpc:call(N, mnesia, dirty_write, [Rec]) end, Recs),
+Bad = [X || X <- R1 ++ R2, X =/= ok],
+io:format("registered ~p, roster items ~p, errors ~p~n",
+          [length(R1), length(R2), lists:sublist(Bad, 5)]),
+halt(case Bad of [] -> 0; _ -> 1 end).
+"""
+
+
+class Ejabberd(TargetServer):
+    name = "ejabberd"
+    label = "ejabberd"
+    # ejabberd checks PLAIN against SCRAM-hashed storage with PBKDF2 in Erlang
+    # (~25 ms of CPU per login): SCRAM is its cheaper mechanism
+    setup_mech = "SCRAM-SHA-1"
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        self.node = f"xmppdbench{os.getpid()}@localhost"
+        self.cookie = secrets.token_hex(16)
+
+    def unavailable(self) -> str | None:
+        why = ensure_debian_package("ejabberdctl", "ejabberd")
+        if why is None and os.geteuid() != 0:
+            why = "this harness runs ejabberd as root (it switches to the ejabberd user)"
+        if why is None and not shutil.which("setpriv"):
+            why = "setpriv (util-linux) is missing"
+        return why
+
+    def version(self) -> str:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "ejabberd"], capture_output=True, text=True
+        )
+        return f"ejabberd {out.stdout.strip()}".strip()
+
+    def ctl(self, *args: str) -> list[str]:
+        # as the ejabberd user through setpriv rather than letting ejabberdctl
+        # switch with su: su's PAM session (pam_limits) would cut the open-files
+        # limit back to 1024, too few for the idle scenario
+        return [
+            "setpriv",
+            "--reuid=ejabberd",
+            "--regid=ejabberd",
+            "--init-groups",
+            "ejabberdctl",
+            "--config-dir",
+            str(self.work / "cfg"),
+            "--spool",
+            str(self.work / "spool"),
+            "--logs",
+            str(self.work / "logs"),
+            *args,
+        ]
+
+    def ctl_env(self) -> dict[str, str]:
+        return dict(os.environ, HOME=str(self.work))
+
+    def start(self, users: Users) -> None:
+        import pwd
+
+        self.port = free_port()
+        cfg = self.work / "cfg"
+        for d in ("cfg", "spool", "logs"):
+            (self.work / d).mkdir(parents=True, exist_ok=True)
+        pem = cfg / "server.pem"
+        pem.write_bytes(self.key.read_bytes() + self.cert.read_bytes())
+        (cfg / "ejabberd.yml").write_text(
+            EJABBERD_YML.format(domain=DOMAIN, pem=pem, port=self.port)
+        )
+        (cfg / "ejabberdctl.cfg").write_text(
+            f'ERLANG_NODE={self.node}\nERL_OPTIONS="-setcookie {self.cookie}"\n'
+        )
+        (cfg / "inetrc").write_text("")
+        pw = pwd.getpwnam("ejabberd")
+        for p in [self.work, *self.work.rglob("*")]:
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+        pem.chmod(0o600)
+        self._spawn(self.ctl("foreground"), env=self.ctl_env(), cwd=self.work)
+        wait_port(self.port, self.proc, 120, "ejabberd")  # type: ignore[arg-type]
+        # the first account through ejabberdctl register (one Erlang VM per call,
+        # ~0.5 s), the rest in bulk through the same node's API over Erlang
+        # distribution; rosters straight into its mnesia roster table
+        run(self.ctl("register", users.plain[0], DOMAIN, PASSWORD), timeout=120, env=self.ctl_env())
+        creds = shared_salt_credentials(PASSWORD)["SHA-1"]
+        b64 = [
+            base64.b64encode(x).decode() for x in (creds.stored_key, creds.server_key, creds.salt)
+        ]
+        terms = self.work / "provision.terms"
+
+        def binl(names: Sequence[str]) -> str:
+            return "[" + ",".join(f'<<"{n}">>' for n in names) + "]"
+
+        terms.write_text(
+            f"{{users, {binl(users.plain[1:] + users.presence)}}}.\n"
+            f'{{scram, {{scram, <<"{b64[0]}">>, <<"{b64[1]}">>, <<"{b64[2]}">>,'
+            f" sha, {creds.iterations}}}}}.\n"
+            "{roster, ["
+            + ",".join(f'{{<<"{u}">>, {binl(cs)}}}' for u, cs in users.roster_pairs())
+            + "]}.\n"
+        )
+        script = EJABBERD_PROVISION % {"terms": terms, "node": self.node, "domain": DOMAIN}
+        out = run(
+            [
+                "erl",
+                "-sname",
+                f"benchctl{os.getpid()}",
+                "-setcookie",
+                self.cookie,
+                "-hidden",
+                "-noshell",
+                "-eval",
+                script,
+            ],
+            timeout=900,
+            cwd=self.work,
+        )
+        lines = out.stdout.strip().splitlines()
+        log(f"ejabberd: {lines[-1] if lines else 'provisioned'}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            subprocess.run(self.ctl("stop"), capture_output=True, timeout=60, env=self.ctl_env())
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        super().stop()
+
+
+class ClusterStub(TargetServer):
+    name = "cluster"
+    label = "xmppd cluster"
+
+    def unavailable(self) -> str | None:
+        return "not available yet: the cluster mode (issue #3) is being built"
+
+
+TARGET_CLASSES: dict[str, type[TargetServer]] = {
+    "embedded": Embedded,
+    "prosody": Prosody,
+    "ejabberd": Ejabberd,
+    "cluster": ClusterStub,
+}
+
+
+# ------------------------------------------------------------------ machine
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "mem_mb": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def run_scenario(
+    name: str, fn: Callable[[], dict[str, Any]], lg: loadgen.LoadGen
+) -> dict[str, Any]:
+    log(f"  scenario {name}")
+    try:
+        res = fn()
+    except Exception as exc:
+        log(f"  {name} failed: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):
+            if lg.alive():
+                lg.close_all()
+            else:
+                lg.restart()
+        return {"scenario": name, "error": f"{type(exc).__name__}: {exc}"}
+    loadgen.report(res)
+    return res
+
+
+def bench_target(
+    t: TargetServer, users: Users, sizes: Sizes, scenarios: Sequence[str], profile: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"target": t.name, "label": t.label}
+    why = t.unavailable()
+    if why:
+        log(f"{t.name}: {why}")
+        out.update(available=False, reason=why)
+        return out
+    log(f"{t.name}: starting and creating {len(users.plain) + len(users.presence)} accounts")
+    t0 = time.monotonic()
+    try:
+        t.start(users)
+    except Exception as exc:
+        t.stop()
+        log(f"{t.name}: could not start: {exc}")
+        out.update(available=False, reason=f"could not start: {exc}")
+        return out
+    out.update(
+        available=True, version=t.version(), port=t.port, setup_s=round(time.monotonic() - t0, 1)
+    )
+    log(f"{t.name}: {out['version']} on 127.0.0.1:{t.port} (pid {t.pid}), setup {out['setup_s']}s")
+    probe = loadgen.ProcTree(t.pid)
+    setup_mech = t.setup_mech if sizes.setup_mech == "auto" else sizes.setup_mech
+    out["setup_mech"] = setup_mech
+    creds = [(u, PASSWORD) for u in users.plain]
+    res: dict[str, Any] = {}
+    try:
+        with loadgen.LoadGen(loadgen.Target("127.0.0.1", t.port, DOMAIN), sizes.workers) as lg:
+            if "login" in scenarios:
+                res["login"] = run_scenario(
+                    "login",
+                    lambda: loadgen.login_storm(
+                        lg, probe, creds[: sizes.logins], sizes.login_mech, sizes.concurrency
+                    ),
+                    lg,
+                )
+            if "messages" in scenarios:
+                res["messages"] = run_scenario(
+                    "messages",
+                    lambda: loadgen.messages(
+                        lg,
+                        probe,
+                        creds[: sizes.msg_clients],
+                        setup_mech,
+                        concurrency=sizes.concurrency,
+                        window=sizes.window,
+                        closed_s=sizes.closed_s,
+                        rate=sizes.rate,
+                        rate_s=sizes.rate_s,
+                        warmup=sizes.warmup_s,
+                    ),
+                    lg,
+                )
+            if "idle" in scenarios:
+                res["idle"] = run_scenario(
+                    "idle",
+                    lambda: loadgen.idle(
+                        lg, probe, creds[: sizes.idle], setup_mech, concurrency=sizes.concurrency
+                    ),
+                    lg,
+                )
+            if "presence" in scenarios:
+                res["presence"] = run_scenario(
+                    "presence",
+                    lambda: loadgen.presence_storm(
+                        lg,
+                        probe,
+                        [(u, PASSWORD) for u in users.presence],
+                        [len(c) for c in users.contacts],
+                        sizes.login_mech,
+                        concurrency=sizes.concurrency,
+                    ),
+                    lg,
+                )
+            if profile:
+                try:
+                    out["profile"] = profile_messages(
+                        t, lg, creds[: sizes.msg_clients], setup_mech, sizes
+                    )
+                except Exception as exc:
+                    log(f"  profile failed: {type(exc).__name__}: {exc}")
+                    out["profile"] = {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        t.stop()
+    out["scenarios"] = res
+    return out
+
+
+# ---------------------------------------------------------------- profiling
+
+
+def _frame_name(frame: str) -> str:
+    # py-spy raw frames: "function (path/to/file.py:123)"; drop the line number
+    # and shorten paths to the package
+    m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", frame)
+    if not m:
+        return frame
+    fn, path = m.groups()
+    if fn.startswith("0x"):
+        return f"[unresolved native code] ({path})"
+    for marker in ("/services/", "/site-packages/", "/lib/python3"):
+        i = path.find(marker)
+        if i >= 0:
+            path = (
+                path[i + len(marker) :]
+                if marker != "/services/"
+                else "services/" + path[i + len(marker) :]
+            )
+            break
+    return f"{fn} ({path})"
+
+
+def _is_python(frame: str) -> bool:
+    path = frame.rsplit(" (", 1)[-1].rstrip(")")
+    return path.endswith((".py", "<string>", "xmppd"))
+
+
+#: frames every sample of the event loop thread shares: not worth listing
+_TRIVIAL = ("<module> (xmppd)", "main (services/", "run (uvloop", "Runner.run (asyncio")
+
+
+def summarize_profile(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Top functions from py-spy raw (collapsed) stacks of the event loop thread.
+
+    Other threads (aiosqlite's database thread waiting on its queue, which
+    ``--native`` samples as if busy) are counted apart. Three views: own time
+    with native frames (where the CPU goes: syscalls, TLS, lxml), own time
+    folded into the nearest Python function, and inclusive time of Python
+    functions.
+    """
+    native_own: Counter[str] = Counter()
+    py_own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    main = other = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        k = int(n)
+        frames = [
+            _frame_name(f) for f in stack.split(";") if not f.startswith(("process ", "thread "))
+        ]
+        if not frames:
+            continue
+        if any(f.startswith("Thread._bootstrap (") for f in frames):
+            other += k
+            continue
+        main += k
+        native_own[frames[-1]] += k
+        py = [f for f in frames if _is_python(f)]
+        if py:
+            py_own[py[-1]] += k
+        for f in set(py):
+            if not f.startswith(_TRIVIAL):
+                incl[f] += k
+    pct = 100.0 / max(1, main)
+    return {
+        "samples": main,
+        "other_thread_samples": other,
+        "self_native": [(f, round(n * pct, 1)) for f, n in native_own.most_common(top)],
+        "self_python": [(f, round(n * pct, 1)) for f, n in py_own.most_common(top)],
+        "inclusive": [(f, round(n * pct, 1)) for f, n in incl.most_common(top + 5)],
+    }
+
+
+def profile_messages(
+    t: TargetServer,
+    lg: loadgen.LoadGen,
+    users: Sequence[tuple[str, str]],
+    mech: str,
+    sizes: Sizes,
+) -> dict[str, Any]:
+    """py-spy on the server during an extra (unmeasured) closed-loop message phase."""
+    spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if spy is None:
+        return {"error": "py-spy not installed (pip install py-spy)"}
+    log(f"  profiling {t.name} with py-spy under the closed-loop message scenario")
+    r = lg.login(users, mech, sizes.concurrency, "lg-prof", pairs=True)
+    if r["failed"]:
+        lg.close_all()
+        return {"error": f"{r['failed']} logins failed: {r['failures']}"}
+    d = max(1, round(sizes.profile_s))
+    svg = DOCS / "profile-embedded.svg"
+    raw = t.raw / "profile-embedded.txt"
+    base = [spy, "record", "--pid", str(t.pid), "--duration", str(d), "--rate", "100"]
+    # --native adds C frames (uvloop, ssl, libc); it pauses the process per sample,
+    # which only slows this unmeasured phase. Without it, time in C shows up in
+    # the Python function that called it.
+    outputs = [["-o", str(svg)], ["--format", "raw", "-o", str(raw)]]
+    t_start = time.monotonic() + 0.3
+    phase = {
+        "op": "messages",
+        "mode": "closed",
+        "t_start": t_start,
+        "warmup": 1.0,
+        "duration": 2 * d + 6,
+        "window": sizes.window,
+        "rate": 0.0,
+        "drain": 10.0,
+    }
+    for conn in lg.conns:
+        conn.send(dict(phase))
+    time.sleep(max(0.0, t_start + 1.0 - time.monotonic()))
+    errors = []
+    mode = "--native"
+    for output in outputs:
+        p = subprocess.run([*base, mode, *output], capture_output=True, text=True, timeout=d + 60)
+        if p.returncode != 0 and mode == "--native":
+            errors.append(f"--native failed, sampled Python frames only: {p.stderr[-300:]}")
+            mode = "--nonblocking"
+            p = subprocess.run(
+                [*base, mode, *output], capture_output=True, text=True, timeout=d + 60
+            )
+        if p.returncode != 0:
+            errors.append(p.stderr[-400:])
+    replies = [conn.recv() for conn in lg.conns if conn.poll(2 * d + 60)]
+    lg.close_all()
+    out: dict[str, Any] = {
+        "duration_s": d,
+        "py_spy_mode": mode,
+        "svg": str(svg.relative_to(ROOT)) if svg.exists() else None,
+        "lost": sum(x.get("lost", 0) for x in replies),
+    }
+    if errors:
+        out["errors"] = errors
+    if raw.exists():
+        out.update(summarize_profile(raw))
+        write_profile_md(out)
+    return out
+
+
+def write_profile_md(p: dict[str, Any]) -> None:
+    def rows(items: list[tuple[str, float]]) -> list[str]:
+        return [
+            "| % of samples | function |",
+            "|---:|---|",
+            *[f"| {x} | `{f}` |" for f, x in items],
+        ]
+
+    lines = [
+        "# py-spy profile of xmppd embedded under the closed-loop 1:1 message scenario",
+        "",
+        f"Generated by `make bench`: py-spy `{p['py_spy_mode']}` at 100 Hz for "
+        f"{p['duration_s']} s while the message clients run a closed loop (an extra phase, "
+        f"not part of the measured figures). {p['samples']} samples of the event loop "
+        f"thread; {p.get('other_thread_samples', 0)} samples of other threads (aiosqlite's "
+        "idle database thread, which native sampling counts as busy) are left out. "
+        "Flame graph (all threads): [profile-embedded.svg](profile-embedded.svg).",
+        "",
+        "## Own time, native frames included (where the CPU goes)",
+        "",
+        *rows(p["self_native"]),
+        "",
+        "## Own time by Python function (native callees folded into their caller)",
+        "",
+        *rows(p["self_python"]),
+        "",
+        "## Inclusive time of Python functions",
+        "",
+        *rows(p["inclusive"]),
+        "",
+    ]
+    (DOCS / "profile-embedded.md").write_text("\n".join(lines))
+
+
+# ------------------------------------------------------------------- report
+
+#: (scenario, key path, label, better) for the summary table
+METRICS: list[tuple[str, str, str, str]] = [
+    ("login", "logins_per_s", "login storm: logins/s", "higher"),
+    ("login", "latency_ms.p50", "login storm: latency p50 (ms)", "lower"),
+    ("login", "latency_ms.p99", "login storm: latency p99 (ms)", "lower"),
+    ("login", "server_cpu_ms_per_login", "login storm: server CPU per login (ms)", "lower"),
+    ("messages", "closed.msgs_per_s", "1:1 closed loop: delivered msgs/s", "higher"),
+    ("messages", "closed.latency_ms.p50", "1:1 closed loop: latency p50 (ms)", "lower"),
+    ("messages", "closed.latency_ms.p99", "1:1 closed loop: latency p99 (ms)", "lower"),
+    (
+        "messages",
+        "closed.server_cpu_us_per_msg",
+        "1:1 closed loop: server CPU per msg (us)",
+        "lower",
+    ),
+    ("messages", "rate.msgs_per_s", "1:1 fixed rate: delivered msgs/s (= target?)", "higher"),
+    ("messages", "rate.latency_ms.p50", "1:1 fixed rate: latency p50 (ms)", "lower"),
+    ("messages", "rate.latency_ms.p99", "1:1 fixed rate: latency p99 (ms)", "lower"),
+    ("messages", "rate.server_cpu_us_per_msg", "1:1 fixed rate: server CPU per msg (us)", "lower"),
+    ("messages", "first_message.latency_ms.p99", "1:1 first message per user: p99 (ms)", "lower"),
+    ("messages", "lost_total", "1:1: lost messages (must be 0)", "lower"),
+    ("idle", "kb_per_connection", "idle: server memory per connection (KB)", "lower"),
+    ("presence", "presences_per_s", "presence storm: presence stanzas delivered/s", "higher"),
+    ("presence", "wall_s", "presence storm: until all saw all contacts (s)", "lower"),
+    (
+        "presence",
+        "presences_per_user",
+        "presence storm: stanzas per user (min contacts+1)",
+        "lower",
+    ),
+    ("presence", "server_cpu_ms_per_login", "presence storm: server CPU per login (ms)", "lower"),
+    ("presence", "missing_presences", "presence storm: missing presences (must be 0)", "lower"),
+    ("messages", "closed.server_cores", "server CPU used, closed loop (cores)", "info"),
+    ("login", "loadgen_cores", "load generator CPU, login storm (cores)", "info"),
+    ("messages", "closed.loadgen_cores", "load generator CPU, closed loop (cores)", "info"),
+    ("login", "machine_busy_cores", "whole machine busy, login storm (cores)", "info"),
+    ("messages", "closed.machine_busy_cores", "whole machine busy, closed loop (cores)", "info"),
+    ("messages", "rate.machine_busy_cores", "whole machine busy, fixed rate (cores)", "info"),
+]
+
+
+def metric(target: dict[str, Any], scenario: str, path: str) -> float | None:
+    res = target.get("scenarios", {}).get(scenario)
+    if not res or "error" in res:
+        return None
+    if path == "presences_per_user" and path not in res:  # results of older runs
+        return res["presences_delivered"] / max(1, res["ok"])
+    if path == "lost_total":
+        vals = [res[k]["lost"] for k in ("first_message", "closed", "rate") if k in res]
+        return float(sum(vals)) if vals else None
+    cur: Any = res
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return float(cur) if isinstance(cur, int | float) else None
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def ratio(ours: float | None, peer: float | None, better: str) -> str:
+    if ours is None or peer is None or better == "info":
+        return "-"
+    if peer == 0 or ours == 0:
+        return "equal" if ours == peer else "-"
+    r = ours / peer
+    good = r >= 1 if better == "higher" else r <= 1
+    if abs(r - 1) < 0.05:
+        return f"{r:.2f} (same)"
+    return f"{r:.2f} ({'better' if good else 'worse'})"
+
+
+def results_markdown(run: dict[str, Any]) -> str:
+    targets = {t["target"]: t for t in run["targets"]}
+    cols = [n for n in TARGETS if n in targets]
+    peers = [n for n in ("prosody", "ejabberd") if targets.get(n, {}).get("available")]
+    head = ["metric", "better", *[targets[c]["label"] for c in cols]]
+    head += [f"xmppd / {targets[p]['label']}" for p in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    ours = targets.get("embedded", {})
+    for scen, path, label, better in METRICS:
+        row = [label, better if better != "info" else ""]
+        for c in cols:
+            t = targets[c]
+            row.append(fmt(metric(t, scen, path)) if t.get("available") else "not measured")
+        for p in peers:
+            row.append(ratio(metric(ours, scen, path), metric(targets[p], scen, path), better))
+        lines.append("| " + " | ".join(row) + " |")
+    s = run["sizes"]
+    load = ", ".join(f"{x:.2f}" for x in run["machine"]["loadavg_at_start"])
+    notes = [
+        "",
+        f"Run {run['stamp']} on {run['machine']['cpus']} CPUs ({run['machine']['cpu_model']}), "
+        f"load average at start {load}. "
+        f"Sizes: {s['logins']} logins ({s['login_mech']}, {s['concurrency']} in flight), "
+        f"{s['msg_clients']} message clients in pairs (window {s['window']} per direction, "
+        f"{s['closed_s']:g} s closed loop, then {s['rate']:g} msg/s for {s['rate_s']:g} s), "
+        f"{s['idle']} idle connections, {s['presence_users']} presence users with "
+        f"{s['contacts']} contacts; {s['workers']} load generator processes.",
+        "Ratios are xmppd divided by the peer; 'better' follows the metric's direction.",
+    ]
+    for c in cols:
+        t = targets[c]
+        if t.get("available"):
+            notes.append(
+                f"- {t['label']}: {t.get('version', '')}, setup logins with {t.get('setup_mech')}"
+            )
+        else:
+            notes.append(f"- {t['label']}: not measured ({t.get('reason')})")
+    errors = [
+        f"- {targets[c]['label']} / {name}: {res['error']}"
+        for c in cols
+        for name, res in targets[c].get("scenarios", {}).items()
+        if "error" in res
+    ]
+    if errors:
+        notes += ["", "Scenarios that failed:", *errors]
+    return "\n".join(lines + notes) + "\n"
+
+
+CHARTS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    (
+        "login",
+        "Login storm",
+        [
+            ("logins_per_s", "logins/s (higher is better)"),
+            ("server_cpu_ms_per_login", "server CPU per login, ms (lower is better)"),
+        ],
+    ),
+    (
+        "messages",
+        "1:1 messages",
+        [
+            ("closed.msgs_per_s", "closed loop: delivered msg/s (higher is better)"),
+            ("closed.server_cpu_us_per_msg", "server CPU per message, us (lower is better)"),
+            ("rate.latency_ms.p99", "p99 latency at fixed rate, ms (lower is better)"),
+        ],
+    ),
+    (
+        "idle",
+        "Idle connections",
+        [("kb_per_connection", "server memory per connection, KB (lower is better)")],
+    ),
+    (
+        "presence",
+        "Presence storm",
+        [
+            ("presences_per_s", "presence stanzas delivered/s (higher is better)"),
+            ("server_cpu_ms_per_login", "server CPU per login, ms (lower is better)"),
+        ],
+    ),
+]
+
+
+def write_charts(run: dict[str, Any]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no charts (pip install -e '.[bench]')")
+        return []
+    targets = [t for t in run["targets"] if t.get("available")]
+    colors = {
+        "embedded": "#3b7dd8",
+        "prosody": "#e8a33d",
+        "ejabberd": "#5aa469",
+        "cluster": "#999999",
+    }
+    written = []
+    for scen, title, panels in CHARTS:
+        if not any(scen in t.get("scenarios", {}) for t in targets):
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        for ax, (path, label) in zip(axes[0], panels, strict=True):
+            names = [t["label"] for t in targets]
+            vals = [metric(t, scen, path) or 0.0 for t in targets]
+            bars = ax.bar(names, vals, color=[colors.get(t["target"], "#777") for t in targets])
+            ax.bar_label(bars, labels=[fmt(v) for v in vals], fontsize=8)
+            ax.set_title(label, fontsize=9)
+            ax.tick_params(axis="x", labelsize=8)
+            ax.margins(y=0.15)
+        fig.suptitle(f"{title} ({run['stamp']}, shared 2-core machine)", fontsize=10)
+        fig.tight_layout()
+        out = DOCS / f"{scen}.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(str(out.relative_to(ROOT)))
+    return written
+
+
+def update_doc(table: str) -> bool:
+    if not BENCH_DOC.exists():
+        return False
+    text = BENCH_DOC.read_text()
+    i, j = text.find(MARK_START), text.find(MARK_END)
+    if i < 0 or j < i:
+        return False
+    BENCH_DOC.write_text(text[: i + len(MARK_START)] + "\n" + table + text[j:])
+    return True
+
+
+def write_docs(run_info: dict[str, Any], no_docs: bool = False) -> None:
+    table = results_markdown(run_info)
+    print()
+    print(table)
+    if no_docs:
+        return
+    DOCS.mkdir(parents=True, exist_ok=True)
+    (DOCS / "results.md").write_text("# Latest `make bench` results\n\n" + table)
+    charts = write_charts(run_info)
+    log(f"docs: docs/bench/results.md, {', '.join(charts)}")
+    if update_doc(table):
+        log("docs/benchmarks.md results section updated")
+
+
+# --------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    d = Sizes()
+    ap = argparse.ArgumentParser(
+        description="Benchmark xmppd against Prosody and ejabberd (issue #5)."
+    )
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run (~2 min)")
+    ap.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma separated, from {','.join(TARGETS)}"
+    )
+    ap.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma separated, from {','.join(SCENARIOS)}",
+    )
+    ap.add_argument("--logins", type=int, help=f"login storm clients ({d.logins})")
+    ap.add_argument("--msg-clients", type=int, help=f"message clients, in pairs ({d.msg_clients})")
+    ap.add_argument("--closed-s", type=float, help=f"closed-loop seconds measured ({d.closed_s:g})")
+    ap.add_argument("--rate", type=float, help=f"fixed rate, messages/s in total ({d.rate:g})")
+    ap.add_argument("--rate-s", type=float, help=f"fixed-rate seconds measured ({d.rate_s:g})")
+    ap.add_argument(
+        "--window", type=int, help=f"closed loop: messages in flight per direction ({d.window})"
+    )
+    ap.add_argument("--idle", type=int, help=f"idle connections ({d.idle})")
+    ap.add_argument("--presence-users", type=int, help=f"presence storm users ({d.presence_users})")
+    ap.add_argument(
+        "--contacts", type=int, help=f"roster size of each presence user ({d.contacts})"
+    )
+    ap.add_argument("--workers", type=int, help=f"load generator processes ({d.workers})")
+    ap.add_argument("--concurrency", type=int, help=f"logins in flight ({d.concurrency})")
+    ap.add_argument(
+        "--login-mech", choices=loadgen.MECHANISMS, help=f"login/presence storms ({d.login_mech})"
+    )
+    ap.add_argument(
+        "--setup-mech",
+        choices=("auto", *loadgen.MECHANISMS),
+        help="logins of the message and idle scenarios; auto = each server's cheaper one",
+    )
+    ap.add_argument("--profile-s", type=float, help=f"py-spy seconds per output ({d.profile_s:g})")
+    ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of xmppd")
+    ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (results JSON only)")
+    ap.add_argument("--keep", action="store_true", help="keep the servers' temporary folders")
+    ap.add_argument(
+        "--report",
+        metavar="JSON",
+        help="measure nothing: rewrite the table, charts and docs section from a results file",
+    )
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    sizes = Sizes.quick() if a.quick else Sizes()
+    for k in asdict(sizes):
+        v = getattr(a, k, None)
+        if v is not None:
+            setattr(sizes, k, v)
+    targets = [x for x in a.targets.split(",") if x]
+    scenarios = [x for x in a.scenarios.split(",") if x]
+    bad = [x for x in targets if x not in TARGETS] + [x for x in scenarios if x not in SCENARIOS]
+    if bad:
+        print(f"unknown target or scenario: {', '.join(bad)}", file=sys.stderr)
+        return 2
+    if a.report:
+        run_info = json.loads(Path(a.report).read_text())
+        write_docs(run_info, no_docs=a.no_docs)
+        return 0
+    nofile = loadgen.raise_nofile()
+    need = max(sizes.logins, sizes.msg_clients, sizes.idle, sizes.presence_users) + 500
+    if nofile < need:
+        log(f"warning: open-files limit {nofile} < {need}; large scenarios may fail")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    raw = RESULTS / "raw" / stamp
+    raw.mkdir(parents=True, exist_ok=True)
+    if not a.no_docs:
+        DOCS.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="xmppd-bench-"))
+    work.chmod(0o755)  # ejabberd runs as its own user
+    from services.platform.tls import ensure_self_signed
+
+    cert, key = work / "cert.pem", work / "key.pem"
+    ensure_self_signed(cert, key, [DOMAIN])  # one certificate (EC P-256) for every server
+    key.chmod(0o644)
+    users = Users.make(sizes)
+    run_info: dict[str, Any] = {
+        "stamp": stamp,
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "sizes": asdict(sizes),
+        "scenarios": scenarios,
+        "targets": [],
+    }
+    t_run = time.monotonic()
+    try:
+        for name in targets:
+            t = TARGET_CLASSES[name](work, cert, key, raw)
+            profile = (
+                name == "embedded"
+                and not a.no_profile
+                and not a.no_docs
+                and "messages" in scenarios
+            )
+            run_info["targets"].append(bench_target(t, users, sizes, scenarios, profile))
+            time.sleep(2)
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work}")
+    run_info["machine"]["loadavg_at_end"] = list(os.getloadavg())
+    run_info["wall_s"] = round(time.monotonic() - t_run, 1)
+    out = RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps(run_info, indent=1) + "\n")
+    log(f"summary: {out.relative_to(ROOT)}; total {run_info['wall_s']}s")
+    write_docs(run_info, no_docs=a.no_docs)
+    failed = [
+        t["target"]
+        for t in run_info["targets"]
+        if t.get("available") and any("error" in r for r in t.get("scenarios", {}).values())
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
