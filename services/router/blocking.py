@@ -38,7 +38,9 @@ class BlockCache:
 
     async def blocks(self, user: JID, other: JID) -> bool:
         """Does ``user`` block ``other``? Matches full, bare and domain entries."""
-        items = await self.get(user)
+        items = self._cache.get(user.bare)
+        if items is None:  # not loaded yet (the router preloads it on bind)
+            items = await self.get(user)
         if not items:
             return False
         return (

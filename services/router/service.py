@@ -92,6 +92,8 @@ class RouterService:
     # ---- sessions --------------------------------------------------------
 
     async def bind(self, s: Session) -> None:
+        # load the block list now, so the user's first stanza waits on no query
+        await self.blocks.get(s.jid)
         old = await self.sessions.add(s)
         if old is not None and old.node in self.edges:
             # RFC 6120 7.7.2.2: the older session is replaced with <conflict/>

@@ -91,7 +91,8 @@ class JID:
 
     @property
     def bare(self) -> JID:
-        return self if self.resource is None else JID(self.local, self.domain)
+        # cached: every stanza asks for bare JIDs several times on the hot path
+        return self if self.resource is None else _bare_of(self.local, self.domain)
 
     @property
     def is_bare(self) -> bool:
@@ -108,6 +109,12 @@ class JID:
         return _to_str(self.local, self.domain, self.resource)
 
 
+@functools.lru_cache(maxsize=65536)
+def _bare_of(local: str | None, domain: str) -> JID:
+    return JID(local, domain)
+
+
+@functools.lru_cache(maxsize=65536)
 def _to_str(local: str | None, domain: str, resource: str | None) -> str:
     s = domain
     if local is not None:
