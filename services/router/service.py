@@ -76,7 +76,7 @@ class RouterService:
         s = await self.sessions.get(jid)
         if s is None:
             return False
-        edge = self.edges.get(s.node)
+        edge = await self.edge(s.node)
         if edge is None:
             return False
         return await edge.deliver(jid, data)
@@ -85,6 +85,18 @@ class RouterService:
         frm = JID.parse(el.get("from") or self.settings.default_host)
         to = JID.parse(el.get("to") or str(frm.bare))
         await self.route(Envelope.of(el, frm, to), trusted=True)
+
+    async def edge(self, node: str) -> EdgeLink | None:
+        """The link to an edge node. In a cluster the directory may not know an
+        edge that joined a moment ago: it is asked to look again before the
+        stanza is taken for undeliverable (and stored offline)."""
+        link = self.edges.get(node)
+        if link is None:
+            ensure = getattr(self.edges, "ensure", None)
+            if ensure is not None:
+                await ensure(node)
+                link = self.edges.get(node)
+        return link
 
     def attach_edge(self, edge: EdgeLink) -> None:
         self.edges[edge.node_id] = edge
@@ -95,9 +107,10 @@ class RouterService:
         # load the block list now, so the user's first stanza waits on no query
         await self.blocks.get(s.jid)
         old = await self.sessions.add(s)
-        if old is not None and old.node in self.edges:
+        old_edge = await self.edge(old.node) if old is not None else None
+        if old is not None and old_edge is not None:
             # RFC 6120 7.7.2.2: the older session is replaced with <conflict/>
-            await self.edges[old.node].close_session(
+            await old_edge.close_session(
                 old.jid, "conflict", "replaced by new connection"
             )
             if self.presence is not None:
@@ -192,7 +205,7 @@ class RouterService:
                 targets = [s for s in targets if s.priority == top]
             delivered = False
             for s in targets:
-                edge = self.edges.get(s.node)
+                edge = await self.edge(s.node)
                 if edge is not None and await edge.deliver(s.jid, env.data):
                     delivered = True
                     self.metrics.routed(env.t0)

@@ -5,6 +5,7 @@ each module with its own database and Redis key prefix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,14 +25,13 @@ from ..conftest import PASSWORD, Client
 CLUSTER_MARKS = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+@contextlib.asynccontextmanager
+async def running_cluster(folder: Path, **kw: Any) -> AsyncIterator[LocalCluster]:
+    """A LocalCluster with its own database and Redis prefix, removed afterwards."""
     tag = secrets.token_hex(4)
+    env = {"XMPPD_NODE_TTL": "3", "XMPPD_ROUTE_TIMEOUT": "5", **kw.pop("extra_env", {})}
     c = LocalCluster(
-        Path(tmp_path_factory.mktemp("cluster")),
-        database=f"xmppd_test_{tag}",
-        redis_prefix=f"xmppd-test-{tag}:",
-        extra_env={"XMPPD_NODE_TTL": "3", "XMPPD_ROUTE_TIMEOUT": "5", "XMPPD_LOG_LEVEL": "INFO"},
+        folder, database=f"xmppd_test_{tag}", redis_prefix=f"xmppd-test-{tag}:", extra_env=env, **kw
     )
     await c.prepare_database(fresh=True)
     await c.start()
@@ -41,6 +41,12 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Loc
         await c.stop()
         await c.clear_redis()
         await c.drop_database()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
+    async with running_cluster(Path(tmp_path_factory.mktemp("cluster"))) as c:
+        yield c
 
 
 @pytest_asyncio.fixture(loop_scope="module")

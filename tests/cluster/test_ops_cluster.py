@@ -4,7 +4,6 @@ admin API acting across edges, /healthz and /readyz of each role."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest_asyncio
 from services.cluster.local import LocalCluster
 
 from ..e2e.test_prometheus import http_get, run_prometheus
-from .conftest import CLUSTER_MARKS
+from .conftest import CLUSTER_MARKS, running_cluster
 
 pytestmark = CLUSTER_MARKS
 TOKEN = "cluster-test-token"
@@ -23,23 +22,10 @@ TOKEN = "cluster-test-token"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    tag = secrets.token_hex(4)
-    c = LocalCluster(
-        Path(tmp_path_factory.mktemp("ops")),
-        database=f"xmppd_test_{tag}",
-        redis_prefix=f"xmppd-test-{tag}:",
-        admin=True,
-        admin_tokens=f"{TOKEN}:admin",
-        extra_env={"XMPPD_NODE_TTL": "3"},
-    )
-    await c.prepare_database(fresh=True)
-    await c.start()
-    try:
+    async with running_cluster(
+        Path(tmp_path_factory.mktemp("ops")), admin=True, admin_tokens=f"{TOKEN}:admin"
+    ) as c:
         yield c
-    finally:
-        await c.stop()
-        await c.clear_redis()
-        await c.drop_database()
 
 
 async def test_every_process_is_healthy_and_ready(cluster):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,32 +11,17 @@ import pytest_asyncio
 
 from services.cluster.local import LocalCluster
 
-from .conftest import CLUSTER_MARKS
+from .conftest import CLUSTER_MARKS, running_cluster
 
 pytestmark = CLUSTER_MARKS
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalCluster]:
-    tag = secrets.token_hex(4)
-    c = LocalCluster(
-        Path(tmp_path_factory.mktemp("replicas")),
-        database=f"xmppd_test_{tag}",
-        redis_prefix=f"xmppd-test-{tag}:",
-        edges=1,
-        routers=1,
-        storages=2,
-        presences=2,
-        extra_env={"XMPPD_NODE_TTL": "3"},
-    )
-    await c.prepare_database(fresh=True)
-    await c.start()
-    try:
+    async with running_cluster(
+        Path(tmp_path_factory.mktemp("replicas")), edges=1, routers=1, storages=2, presences=2
+    ) as c:
         yield c
-    finally:
-        await c.stop()
-        await c.clear_redis()
-        await c.drop_database()
 
 
 async def test_storage_and_presence_replica_kill(cluster, users, login):
