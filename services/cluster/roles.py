@@ -101,7 +101,12 @@ async def _stop_ops(ops: OpsHTTPServer | None) -> None:
 
 
 def _redis(settings: Settings) -> Any:
-    return aioredis.from_url(settings.redis_url)
+    # a bounded pool that makes callers wait for a connection, rather than
+    # failing with "Too many connections" under a burst of concurrent stanzas
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_pool_size, timeout=10
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _storage(settings: Settings, channels: Channels) -> Storage:

@@ -60,6 +60,7 @@ class Settings:
     # ---- cluster mode ----
     redis_url: str = _f("redis://127.0.0.1:6379/0", "Redis for the session registry (cluster mode)")
     redis_prefix: str = _f("xmppd:", "Prefix of every Redis key (clusters may share a Redis)")
+    redis_pool_size: int = _f(32, "Redis connections per process (callers wait for a free one)")
     grpc_listen: str = _f("127.0.0.1:0", "host:port the gRPC server of this process binds")
     router_addrs: list[str] = _f(["127.0.0.1:50052"], "Router replicas' gRPC addresses")
     presence_addrs: list[str] = _f(["127.0.0.1:50053"], "Presence replicas' gRPC addresses")

@@ -9,6 +9,7 @@ registry and the block-list cache answer from memory.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -123,11 +124,33 @@ class RouterService:
 
     # ---- routing ------------------------------------------------------------
 
+    #: pauses before retrying a stanza whose routing failed on a backend error
+    RETRY_DELAYS = (0.05, 0.25, 1.0)
+
     async def route(self, env: Envelope, trusted: bool = False) -> None:
+        """Route one stanza: delivered, stored, or answered with an error.
+
+        A backend failure (storage, Redis, an RPC) is retried a few times and
+        then answered with internal-server-error: an accepted stanza is never
+        dropped silently. A retry may deliver a stanza twice, never zero times.
+        """
+        for delay in (*self.RETRY_DELAYS, None):
+            try:
+                await self._route(env, trusted)
+                return
+            except StanzaError as err:
+                await self.bounce(env, err)
+                return
+            except Exception:
+                if delay is None:
+                    log.exception("routing %s from %s failed; bouncing it", env.kind, env.frm)
+                    break
+                log.warning("routing %s from %s failed; retrying", env.kind, env.frm, exc_info=True)
+                await asyncio.sleep(delay)
         try:
-            await self._route(env, trusted)
-        except StanzaError as err:
-            await self.bounce(env, err)
+            await self.bounce(env, StanzaError(StanzaCondition.INTERNAL_SERVER_ERROR))
+        except Exception:
+            log.exception("could not bounce a stanza from %s either", env.frm)
 
     async def bounce(self, env: Envelope, err: StanzaError) -> None:
         """Answer a stanza with an error, unless it is an error itself (no loops)."""
