@@ -89,12 +89,14 @@ class RouterServicer(CallServicer):
             return done
 
         async def reader() -> None:
+            loop = asyncio.get_running_loop()
             try:
-                async for m in request_iterator:
-                    key = getattr(m, "from").split("/", 1)[0]
-                    task = asyncio.get_running_loop().create_task(one(m, tails.get(key)))
-                    tails[key] = task
-                    task.add_done_callback(forget(key))
+                async for batch in request_iterator:
+                    for m in batch.items:
+                        key = getattr(m, "from").split("/", 1)[0]
+                        task = loop.create_task(one(m, tails.get(key)))
+                        tails[key] = task
+                        task.add_done_callback(forget(key))
             finally:
                 if tails:
                     await asyncio.wait(list(tails.values()))
@@ -102,8 +104,19 @@ class RouterServicer(CallServicer):
 
         rt = asyncio.get_running_loop().create_task(reader())
         try:
-            while (seq := await acks.get()) is not None:
-                yield pb2.RouteAck(seq=seq)
+            ended = False
+            while not ended:
+                first = await acks.get()
+                if first is None:
+                    break
+                seqs = [first]
+                while not acks.empty():  # acknowledge everything routed meanwhile at once
+                    more = acks.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    seqs.append(more)
+                yield pb2.RouteAck(seqs=seqs)
         finally:
             rt.cancel()
 
@@ -120,6 +133,8 @@ class _Stream:
             collections.OrderedDict()
         )
         self.reader: asyncio.Task[None] | None = None
+        self.outbox: list[Any] = []
+        self.writer: asyncio.Task[None] | None = None
 
 
 class RouterClient:
@@ -198,19 +213,30 @@ class RouterClient:
                 return
             st.seq += 1
             st.unacked[st.seq] = (env, trusted, since)
-            try:
-                await st.call.write(to_pb(env, st.seq, trusted))
-                return
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
-                log.warning("router %s failed on write: %s", st.address, exc)
-                await self._fail_over(st)
-                return  # the envelope was in st.unacked and has been resent
+            st.outbox.append(to_pb(env, st.seq, trusted))
+            if st.writer is None or st.writer.done():
+                st.writer = asyncio.get_running_loop().create_task(self._write(st, st.call))
+            return
+
+    async def _write(self, st: _Stream, call: Any) -> None:
+        """Write what is queued for one stream, a batch per write."""
+        try:
+            while st.outbox and st.call is call:
+                batch, st.outbox = st.outbox, []
+                await call.write(pb2.EnvelopeBatch(items=batch))
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
+            log.warning("router %s failed on write: %s", st.address, exc)
+            async with self._lock:
+                if st.call is call:
+                    await self._fail_over(st)  # resends everything not acknowledged
 
     async def _fail_over(self, st: _Stream) -> None:
         """Move a dead stream's unacknowledged stanzas, in order, to the others."""
         if not st.healthy and not st.unacked:
             return
         st.healthy = False
+        st.outbox = []  # all of it is in st.unacked too
+        st.writer = None
         if st.call is not None:
             st.call.cancel()
             st.call = None
@@ -229,6 +255,7 @@ class RouterClient:
         except (TimeoutError, grpc.aio.AioRpcError):
             return False
         st.call = pb2_grpc.RouterStub(ch).Route()
+        st.writer = None
         st.reader = asyncio.get_running_loop().create_task(self._read(st, st.call))
         st.healthy = True
         return True
@@ -236,7 +263,8 @@ class RouterClient:
     async def _read(self, st: _Stream, call: Any) -> None:
         try:
             async for ack in call:
-                st.unacked.pop(ack.seq, None)
+                for seq in ack.seqs:
+                    st.unacked.pop(seq, None)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         if st.call is call:
