@@ -104,7 +104,10 @@ class ClusterServer:
         await self.db.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
         r = aioredis.from_url(self.ct.cluster.redis_url)
         try:
-            await r.publish(self.ct.cluster.redis_prefix + "events", '{"t": "blocks", "jid": "*"}')
+            for kind in ("blocks", "sess"):
+                await r.publish(
+                    self.ct.cluster.redis_prefix + "events", f'{{"t": "{kind}", "jid": "*"}}'
+                )
         finally:
             await r.aclose()
 

@@ -65,6 +65,29 @@ class RedisRegistry:
         self._remove = redis.register_script(_REMOVE)
         self._update = redis.register_script(_UPDATE)
         self._count_key = self.p + "count"
+        # bare JID -> its sessions, kept while an event bus tells of changes
+        self._cache: dict[JID, list[Session]] = {}
+        self._bus: Any = None
+
+    def attach_bus(self, bus: Any) -> None:
+        """Cache lookups; every change made anywhere is announced on ``bus``
+        and drops the entry in every process. A stanza routed in the moment
+        between a change and its announcement may see the old sessions: a
+        delivery to a session that is gone fails at its edge and falls back
+        (other resources, offline storage), so nothing is lost."""
+        self._bus = bus
+        bus.on("sess", self._on_change)
+
+    def _on_change(self, ev: dict[str, Any]) -> None:
+        if ev.get("jid") == "*":
+            self._cache.clear()
+        else:
+            self._cache.pop(JID.parse(ev["jid"]), None)
+
+    async def _changed(self, bare: JID) -> None:
+        self._cache.pop(bare, None)
+        if self._bus is not None:
+            await self._bus.publish("sess", jid=str(bare))
 
     def _timed(self, op: str) -> Any:
         m = self.metrics
@@ -98,6 +121,7 @@ class RedisRegistry:
                 keys=[self._hash(s.jid.bare), self._count_key],
                 args=[s.jid.resource, codec.dumps(s), str(s.jid), self.p, s.node],
             )
+        await self._changed(s.jid.bare)
         return codec.loads(old) if old else None
 
     async def remove(self, jid: JID, sid: str | None = None) -> Session | None:
@@ -108,25 +132,40 @@ class RedisRegistry:
                 keys=[self._hash(jid.bare), self._count_key],
                 args=[jid.resource, sid or "", str(jid), self.p],
             )
+        if cur:
+            await self._changed(jid.bare)
         return codec.loads(cur) if cur else None
 
     async def update(self, s: Session) -> None:
         assert s.jid.resource is not None
-        await self._update(
-            keys=[self._hash(s.jid.bare)], args=[s.jid.resource, s.sid, codec.dumps(s)]
-        )
+        with self._timed("update"):
+            await self._update(
+                keys=[self._hash(s.jid.bare)], args=[s.jid.resource, s.sid, codec.dumps(s)]
+            )
+        await self._changed(s.jid.bare)
 
     async def get(self, jid: JID) -> Session | None:
         if jid.resource is None:
             return None
+        cached = self._cache.get(jid.bare)
+        if cached is not None:
+            return next((s for s in cached if s.jid == jid), None)
         with self._timed("get"):
             raw = await self.redis.hget(self._hash(jid.bare), jid.resource)
         return codec.loads(raw) if raw else None
 
     async def resources(self, bare: JID) -> list[Session]:
+        cached = self._cache.get(bare)
+        if cached is not None:
+            return list(cached)
         with self._timed("resources"):
             raw = await self.redis.hgetall(self._hash(bare))
-        return [codec.loads(v) for v in raw.values()]
+        sessions: list[Session] = [codec.loads(v) for v in raw.values()]
+        if self._bus is not None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[bare] = sessions
+        return list(sessions)
 
     async def all(self) -> list[Session]:
         out: list[Session] = []

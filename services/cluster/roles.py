@@ -168,6 +168,7 @@ async def _router_core(
             router.blocks.forget(JID.parse(ev["jid"]))
 
     bus.on("blocks", forget)
+    registry.attach_bus(bus)
     await bus.start()
     await directory.refresh()
     return router, registry, directory, channels, bus
