@@ -53,7 +53,7 @@ import threading
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -465,9 +465,18 @@ class Client:
 
 @dataclass
 class Target:
+    """Where clients connect. With several ``ports`` (a cluster's edges), client
+    ``i`` of a login command goes to ``ports[i % len(ports)]``: clients are
+    spread over the ports by index, so the two users of a pair (``2i``,
+    ``2i+1``) land on different ports whenever there are two or more."""
+
     host: str
     port: int
     domain: str
+    ports: tuple[int, ...] = ()
+
+    def all_ports(self) -> tuple[int, ...]:
+        return self.ports or (self.port,)
 
 
 def _cpu() -> float:
@@ -541,8 +550,11 @@ class Worker:
         expect: Sequence[int] | None = None,
         timeout: float = 120.0,
         pairs: bool = False,
+        ports: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        """Log ``users`` in, at most ``concurrency`` at a time; keep them connected."""
+        """Log ``users`` in, at most ``concurrency`` at a time; keep them connected.
+
+        ``ports[i]`` is the port of ``users[i]`` (default: the target's port)."""
         self.closing = False
         self.dropped = 0
         self.early.clear()
@@ -559,8 +571,9 @@ class Worker:
                     c.seen = set()
                     c.expect = expect[i]
                 t0 = time.perf_counter()
+                port = ports[i] if ports else t.port
                 try:
-                    await asyncio.wait_for(c.login(t.host, t.port, t.domain, mech, roster), timeout)
+                    await asyncio.wait_for(c.login(t.host, port, t.domain, mech, roster), timeout)
                 except Exception as exc:
                     failures.append(f"{user}: {type(exc).__name__}: {exc}"[:300])
                     await c.close()
@@ -651,12 +664,19 @@ class Worker:
             cpu_w1 = _cpu()
             cpu_w0 = cpu_w1 if cpu_w0 < 0 else cpu_w0
         sent_by_end = self.sent
-        deadline = time.monotonic() + drain
-        while self.received + self.errors < self.sent and time.monotonic() < deadline:  # noqa: ASYNC110
+        # drain: wait while replies still arrive; give up after ``drain`` seconds
+        # without progress (what is missing then is lost) or 6 x ``drain`` in all
+        t_end = time.monotonic()
+        deadline, cap, seen = t_end + drain, t_end + 6 * drain, -1
+        while self.received + self.errors < self.sent and time.monotonic() < deadline:
+            if self.received + self.errors != seen:
+                seen = self.received + self.errors
+                deadline = min(cap, time.monotonic() + drain)
             await asyncio.sleep(0.02)
         return {
             "sent": self.sent,
             "sent_by_end": sent_by_end,
+            "drain_s": time.monotonic() - t_end,
             "received": self.received,
             "in_window": self.in_window,
             "errors": self.errors,
@@ -801,14 +821,19 @@ class LoadGen:
         expect: Sequence[int] | None = None,
         pairs: bool = False,
         timeout: float = 120.0,
+        ports: Sequence[int] | None = None,
     ) -> dict[str, Any]:
+        """Log ``users`` in over the workers; user ``i`` connects to
+        ``ports[i % len(ports)]`` (default: the target's ports)."""
         idx = list(range(len(users)))
         parts = self.split(idx, 2 if pairs else 1)
         per = max(1, concurrency // self.n)
+        spread = tuple(ports) if ports else self.target.all_ports()
         cmds = [
             {
                 "op": "login",
                 "users": [users[i] for i in part],
+                "ports": [spread[i % len(spread)] for i in part],
                 "mech": mech,
                 "concurrency": per,
                 "resource": resource,
@@ -894,6 +919,147 @@ class ProcTree:
         return total
 
 
+#: every process on the machine: pid -> (command name, /proc/PID/stat fields after it)
+ProcTable = dict[int, tuple[bytes, list[bytes]]]
+#: picks the pids of one group from a :data:`ProcTable`
+Finder = Callable[[ProcTable], Iterable[int]]
+
+
+def scan_procs() -> ProcTable:
+    out: ProcTable = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                raw = Path(f"/proc/{d}/stat").read_bytes()
+            except OSError:
+                continue
+            close = raw.rfind(b")")
+            out[int(d)] = (raw[raw.find(b"(") + 1 : close], raw[close + 2 :].split())
+    return out
+
+
+def tree(root: int) -> Finder:
+    """A process and all its descendants."""
+
+    def find(table: ProcTable) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for pid, (_comm, st) in table.items():
+            children.setdefault(int(st[1]), []).append(pid)
+        out, todo = [], [root] if root in table else []
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo.extend(children.get(p, ()))
+        return out
+
+    return find
+
+
+def named(comm: str, cmdline_has: str | None = None) -> Finder:
+    """Processes whose command name is ``comm`` (and whose command line, as the
+    process shows it, contains ``cmdline_has``: PostgreSQL backends show
+    ``postgres: CLUSTER: USER DATABASE HOST(PORT) STATE``)."""
+    want = comm.encode()[:15]  # the kernel keeps 15 characters of the name
+
+    def find(table: ProcTable) -> list[int]:
+        out = []
+        for pid, (c, _st) in table.items():
+            if c != want:
+                continue
+            if cmdline_has is not None:
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                except OSError:
+                    continue
+                if cmdline_has.encode() not in cmd:
+                    continue
+            out.append(pid)
+        return out
+
+    return find
+
+
+class ProcSet:
+    """CPU time and resident memory summed over named groups of processes.
+
+    The cluster's probe: one group per cluster process, plus shared servers
+    it uses (Redis, its PostgreSQL backends), found afresh at every reading so
+    processes that come and go (database backends) are followed. CPU is
+    ``utime + stime`` accumulated per process between readings: a process
+    that appears counts from its start, one that exits keeps what was seen of
+    it. Children's CPU (``cutime``) is left out, unlike :class:`ProcTree`, so
+    a reaped child is never counted twice. ``memory`` names the groups whose
+    RSS counts (default: all).
+    """
+
+    def __init__(self, groups: dict[str, Finder], memory: Iterable[str] | None = None) -> None:
+        self.groups = groups
+        self.memory = set(groups) if memory is None else set(memory)
+        self._seen: dict[tuple[str, int, bytes], int] = {}
+        self._acc = dict.fromkeys(groups, 0)
+
+    def pids(self, table: ProcTable | None = None) -> dict[str, list[int]]:
+        table = scan_procs() if table is None else table
+        return {g: sorted(set(find(table))) for g, find in self.groups.items()}
+
+    def parts(self) -> dict[str, float]:
+        """CPU seconds per group (a running total: use differences)."""
+        table = scan_procs()
+        seen: dict[tuple[str, int, bytes], int] = {}
+        for g, pids in self.pids(table).items():
+            for pid in pids:
+                st = table[pid][1]
+                ticks = int(st[11]) + int(st[12])
+                key = (g, pid, st[19])  # the start time tells a reused pid apart
+                self._acc[g] += max(0, ticks - self._seen.get(key, 0))
+                seen[key] = ticks
+        self._seen = seen
+        return {g: n / _CLK for g, n in self._acc.items()}
+
+    def cpu(self) -> float:
+        return sum(self.parts().values())
+
+    def rss_parts(self) -> dict[str, int]:
+        """Resident set size per group (the ``memory`` groups), bytes."""
+        out = {}
+        for g, pids in self.pids().items():
+            if g not in self.memory:
+                continue
+            out[g] = 0
+            for pid in pids:
+                try:
+                    out[g] += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+                except (OSError, IndexError, ValueError):
+                    pass
+        return out
+
+    def rss(self) -> int:
+        return sum(self.rss_parts().values())
+
+
+#: what the scenarios measure the server with
+Probe = ProcTree | ProcSet
+
+
+def _server_cpu(probe: Probe) -> tuple[float, dict[str, float]]:
+    """Server CPU seconds so far, and per part when the probe has parts."""
+    if isinstance(probe, ProcSet):
+        p = probe.parts()
+        return sum(p.values()), p
+    return probe.cpu(), {}
+
+
+def _server_rss(probe: Probe) -> tuple[int, dict[str, int]]:
+    if isinstance(probe, ProcSet):
+        p = probe.rss_parts()
+        return sum(p.values()), p
+    return probe.rss(), {}
+
+
+def _diff(a: Mapping[str, float], b: Mapping[str, float], scale: float = 1.0) -> dict[str, float]:
+    return {k: _r((b[k] - a.get(k, 0.0)) * scale, 3) for k in b}
+
+
 def machine_busy() -> float:
     """CPU seconds the whole machine has been busy since boot, all cores together."""
     f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -933,7 +1099,7 @@ def _settle(seconds: float) -> None:
 
 def login_storm(
     lg: LoadGen,
-    probe: ProcTree,
+    probe: Probe,
     users: Sequence[tuple[str, str]],
     mech: str = "SCRAM-SHA-1",
     concurrency: int = 50,
@@ -942,14 +1108,14 @@ def login_storm(
 ) -> dict[str, Any]:
     """Connect + STARTTLS + SASL + bind + initial presence for every user."""
     _settle(settle)
-    cpu0, own0, busy0 = probe.cpu(), own_cpu(), machine_busy()
+    (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
     r = lg.login(users, mech, concurrency, "lg-login")
-    cpu1, own1, busy1 = probe.cpu(), own_cpu(), machine_busy()
+    (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
     wall = max(1e-9, r["end"] - r["start"])
     lat = percentiles(x * 1000 for x in r["lat"])
     close_cpu = lg.close_all()
     lg_cpu = r["cpu_s"] + own1 - own0
-    return {
+    out = {
         "scenario": "login",
         "clients": len(users),
         "mech": mech,
@@ -967,11 +1133,14 @@ def login_storm(
         "loadgen_close_cpu_s": _r(close_cpu),
         "machine_busy_cores": _r((busy1 - busy0) / wall),
     }
+    if parts1:
+        out["server_cpu_parts_s"] = _diff(parts0, parts1)
+    return out
 
 
 def _message_phase(
     lg: LoadGen,
-    probe: ProcTree,
+    probe: Probe,
     mode: str,
     warmup: float,
     duration: float,
@@ -994,12 +1163,12 @@ def _message_phase(
     for conn in lg.conns:
         conn.send(dict(cmd))
     time.sleep(max(0.0, t_start + warmup - time.monotonic()))
-    cpu0, own0, busy0 = probe.cpu(), own_cpu(), machine_busy()
+    (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
     time.sleep(max(0.0, t_start + warmup + duration - time.monotonic()))
-    cpu1, own1, busy1 = probe.cpu(), own_cpu(), machine_busy()
+    (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
     replies = []
     for conn in lg.conns:
-        if not conn.poll(warmup + duration + drain + 120):
+        if not conn.poll(warmup + duration + 6 * drain + 120):
             raise TimeoutError("load generator worker did not finish the message phase")
         replies.append(conn.recv())
     errors = [r["error"] for r in replies if "error" in r]
@@ -1016,6 +1185,7 @@ def _message_phase(
         "lost": sum(r["lost"] for r in replies),
         "errors": sum(r["errors"] for r in replies),
         "dropped_connections": sum(r["dropped"] for r in replies),
+        "drain_s": _r(max(r["drain_s"] for r in replies)),
         "latency_ms": pct,
     }
     if mode == "prime":
@@ -1037,6 +1207,8 @@ def _message_phase(
             "machine_busy_cores": _r((busy1 - busy0) / duration),
         }
     )
+    if parts1:
+        out["server_cpu_parts_s"] = _diff(parts0, parts1)
     if mode == "closed":
         out["window_per_direction"] = window
     else:
@@ -1046,7 +1218,7 @@ def _message_phase(
 
 def messages(
     lg: LoadGen,
-    probe: ProcTree,
+    probe: Probe,
     users: Sequence[tuple[str, str]],
     mech: str = "PLAIN",
     *,
@@ -1088,7 +1260,7 @@ def messages(
 
 def idle(
     lg: LoadGen,
-    probe: ProcTree,
+    probe: Probe,
     users: Sequence[tuple[str, str]],
     mech: str = "PLAIN",
     *,
@@ -1098,15 +1270,15 @@ def idle(
 ) -> dict[str, Any]:
     """Hold C sessions; server RSS delta per connection and idle CPU."""
     _settle(settle)
-    rss0 = probe.rss()
+    rss0, mem0 = _server_rss(probe)
     r = lg.login(users, mech, concurrency, "lg-idle")
     _settle(settle)
-    cpu0 = probe.cpu()
+    cpu0, parts0 = _server_cpu(probe)
     time.sleep(hold_s)
-    cpu1 = probe.cpu()
-    rss1 = probe.rss()
+    cpu1, parts1 = _server_cpu(probe)
+    rss1, mem1 = _server_rss(probe)
     lg.close_all()
-    return {
+    out = {
         "scenario": "idle",
         "connections": len(users),
         "mech": mech,
@@ -1120,11 +1292,75 @@ def idle(
         "idle_server_cpu_pct": _r((cpu1 - cpu0) * 100 / hold_s, 1),
         "loadgen_cpu_s": _r(r["cpu_s"]),
     }
+    if mem1:
+        out["kb_per_connection_parts"] = _diff(mem0, mem1, 1 / 1024 / max(1, r["ok"]))
+        out["idle_server_cpu_pct_parts"] = _diff(parts0, parts1, 100 / hold_s)
+    return out
+
+
+def login_hold(
+    lg: LoadGen,
+    probe: Probe,
+    users: Sequence[tuple[str, str]],
+    mech: str = "SCRAM-SHA-1",
+    concurrency: int = 50,
+    *,
+    ports: Sequence[int] | None = None,
+    hold_s: float = 3.0,
+    settle: float = 2.0,
+) -> dict[str, Any]:
+    """A login storm whose sessions stay connected: logins/s, login latency and
+    server CPU per login, then memory per connection and idle CPU with all of
+    them held. The edge-scaling scenario runs it with the same users on one
+    edge, then spread over two (``ports``)."""
+    _settle(settle)
+    rss0, mem0 = _server_rss(probe)
+    (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
+    r = lg.login(users, mech, concurrency, "lg-hold", ports=ports)
+    (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
+    wall = max(1e-9, r["end"] - r["start"])
+    _settle(settle)
+    cpu2, parts2 = _server_cpu(probe)
+    time.sleep(hold_s)
+    cpu3, parts3 = _server_cpu(probe)
+    rss1, mem1 = _server_rss(probe)
+    close_cpu = lg.close_all()
+    lat = percentiles(x * 1000 for x in r["lat"])
+    lg_cpu = r["cpu_s"] + own1 - own0
+    out: dict[str, Any] = {
+        "clients": len(users),
+        "ports": list(ports or lg.target.all_ports()),
+        "mech": mech,
+        "concurrency": concurrency,
+        "ok": r["ok"],
+        "failed": r["failed"],
+        "failures": r["failures"],
+        "wall_s": _r(wall, 3),
+        "logins_per_s": _r(r["ok"] / wall, 1),
+        "latency_ms": {k: _r(v) for k, v in lat.items()},
+        "server_cpu_s": _r(cpu1 - cpu0),
+        "server_cpu_ms_per_login": _r((cpu1 - cpu0) * 1000 / max(1, r["ok"])),
+        "server_cores": _r((cpu1 - cpu0) / wall),
+        "loadgen_cpu_s": _r(lg_cpu),
+        "loadgen_cores": _r(lg_cpu / wall),
+        "loadgen_close_cpu_s": _r(close_cpu),
+        "machine_busy_cores": _r((busy1 - busy0) / wall),
+        "rss_before_mb": _r(rss0 / 2**20, 1),
+        "rss_after_mb": _r(rss1 / 2**20, 1),
+        "kb_per_connection": _r((rss1 - rss0) / 1024 / max(1, r["ok"]), 1),
+        "idle_server_cpu_pct": _r((cpu3 - cpu2) * 100 / hold_s, 1),
+    }
+    if parts1:
+        out["server_cores_parts"] = _diff(parts0, parts1, 1 / wall)
+        out["idle_server_cpu_pct_parts"] = _diff(parts2, parts3, 100 / hold_s)
+    if mem1:
+        out["kb_per_connection_parts"] = _diff(mem0, mem1, 1 / 1024 / max(1, r["ok"]))
+    return out
 
 
 def presence_storm(
     lg: LoadGen,
-    probe: ProcTree,
+    probe: Probe,
     users: Sequence[tuple[str, str]],
     contacts: Sequence[int],
     mech: str = "SCRAM-SHA-1",
@@ -1137,20 +1373,20 @@ def presence_storm(
     initial presence); done when every user has seen every contact's presence."""
     _settle(settle)
     t0 = time.monotonic()
-    cpu0, own0, busy0 = probe.cpu(), own_cpu(), machine_busy()
+    (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
     # expect: every contact's presence plus the user's own
     r = lg.login(users, mech, concurrency, "lg-pres", roster=True, expect=[n + 1 for n in contacts])
     replies = lg.call_all(
         [{"op": "wait_presence", "timeout": timeout}] * lg.n, timeout=timeout + 30
     )
-    cpu1, own1, busy1 = probe.cpu(), own_cpu(), machine_busy()
+    (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
     done = max([r["end"]] + [x["last_complete"] for x in replies])
     wall = max(1e-9, done - r["start"])
     delivered = sum(x["presences"] for x in replies)
     lat = percentiles(x * 1000 for x in r["lat"])
     lg_cpu = r["cpu_s"] + sum(x["cpu_s"] for x in replies) + own1 - own0
     lg.close_all()
-    return {
+    out = {
         "scenario": "presence",
         "users": len(users),
         "contacts_per_user": _r(sum(contacts) / max(1, len(contacts)), 1),
@@ -1171,6 +1407,9 @@ def presence_storm(
         "loadgen_cores": _r(lg_cpu / wall),
         "machine_busy_cores": _r((busy1 - busy0) / max(wall, time.monotonic() - t0)),
     }
+    if parts1:
+        out["server_cpu_parts_s"] = _diff(parts0, parts1)
+    return out
 
 
 # ------------------------------------------------------------------- output
@@ -1210,9 +1449,18 @@ def ring_contacts(n: int, k: int) -> list[list[int]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=5222)
+    ap.add_argument(
+        "--port",
+        default="5222",
+        help="client port; comma separated for several (a cluster's edges): client i uses "
+        "port i mod n, so the two users of a pair are on different ports",
+    )
     ap.add_argument("--domain", default="localhost")
-    ap.add_argument("--pid", type=int, required=True, help="server process to measure (its tree)")
+    ap.add_argument(
+        "--pid",
+        required=True,
+        help="server process to measure (its tree); comma separated for several (cluster)",
+    )
     ap.add_argument("--scenario", choices=["login", "messages", "idle", "presence"], required=True)
     ap.add_argument("--user-format", default="u{}", help="user names, {} is the index")
     ap.add_argument("--password", required=True)
@@ -1227,8 +1475,12 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     raise_nofile()
     users = [(a.user_format.format(i), a.password) for i in range(a.clients)]
-    probe = ProcTree(a.pid)
-    with LoadGen(Target(a.host, a.port, a.domain), a.workers) as lg:
+    ports = tuple(int(x) for x in a.port.split(",") if x)
+    pids = [int(x) for x in a.pid.split(",") if x]
+    probe: Probe = ProcTree(pids[0])
+    if len(pids) > 1:
+        probe = ProcSet({f"pid{p}": tree(p) for p in pids})
+    with LoadGen(Target(a.host, ports[0], a.domain, ports), a.workers) as lg:
         if a.scenario == "login":
             res = login_storm(lg, probe, users, a.mech, a.concurrency)
         elif a.scenario == "messages":

@@ -16,13 +16,19 @@ then writes:
 
 Targets: ``embedded`` (``xmppd``), ``prosody`` and ``ejabberd`` (Debian
 packages, installed with apt-get when missing and run as root), ``cluster``
-(a stub until the cluster exists: reported as not measured).
+(``services.cluster.local.LocalCluster``: storage, presence, 2 routers and 2
+edges as processes against the local PostgreSQL and Redis, with a database
+and a Redis key prefix of its own, removed afterwards). The cluster's server
+CPU is summed over its processes, the Redis server and the PostgreSQL
+backends of its database; the ``edges`` scenario (cluster only) compares
+logins and held connections on one edge with the same on two.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import base64
 import contextlib
 import datetime as dt
@@ -38,9 +44,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +67,7 @@ BENCH_DOC = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
-SCENARIOS = ("login", "messages", "idle", "presence")
+SCENARIOS = ("login", "messages", "idle", "presence", "edges")
 TARGETS = ("embedded", "prosody", "ejabberd", "cluster")
 
 
@@ -87,6 +95,8 @@ class Sizes:
     login_mech: str = "SCRAM-SHA-1"
     setup_mech: str = "auto"
     profile_s: float = 10.0
+    scale_conns: int = 1000
+    scale_hold_s: float = 3.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -101,6 +111,8 @@ class Sizes:
             presence_users=60,
             contacts=20,
             profile_s=3.0,
+            scale_conns=100,
+            scale_hold_s=1.0,
         )
 
 
@@ -114,7 +126,7 @@ class Users:
 
     @classmethod
     def make(cls, s: Sizes) -> Users:
-        n = max(s.logins, s.msg_clients, s.idle)
+        n = max(s.logins, s.msg_clients, s.idle, s.scale_conns)
         p = s.presence_users
         return cls(
             plain=[f"u{i}" for i in range(n)],
@@ -238,6 +250,18 @@ class TargetServer:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Client ports; clients are spread over them by index (a cluster's edges)."""
+        return (self.port,)
+
+    def probe(self) -> loadgen.Probe:
+        """What the server's CPU and memory are read from."""
+        return loadgen.ProcTree(self.pid)
+
+    def where(self) -> str:
+        return f"127.0.0.1:{self.port} (pid {self.pid})"
+
     def stop(self) -> None:
         stop_process(self.proc)
         if self.log_file is not None:
@@ -293,30 +317,47 @@ class Embedded(TargetServer):
         wait_port(self.port, self.proc, 60, "xmppd")  # type: ignore[arg-type]
 
     async def _provision(self, users: Users, data_dir: str) -> None:
-        from services.admin.commands import AdminContext, add_user
         from services.platform.db import open_database
         from services.platform.migrate import migrate
-        from services.storage.interface import RosterItem
-        from services.storage.store import Store
 
         db = await open_database(f"sqlite:///{data_dir}/xmppd.db")
         try:
             await migrate(db)
-            store = Store(db)
-            # the first account through the operator command layer (what xmppctl
-            # adduser runs), the rest in bulk through the same Store with
-            # credentials derived once (PBKDF2 per account would take a minute)
-            await add_user(AdminContext(store, [DOMAIN]), f"{users.plain[0]}@{DOMAIN}", PASSWORD)
-            creds = list(shared_salt_credentials(PASSWORD).values())
-            for name in users.plain[1:] + users.presence:
-                await store.create_account(DOMAIN, name, creds)
-            for user, contacts in users.roster_pairs():
-                for c in contacts:
-                    await store.put_roster_item(
-                        DOMAIN, user, RosterItem(jid=f"{c}@{DOMAIN}", subscription="both")
-                    )
+            await provision_xmppd(db, users)
         finally:
             await db.close()
+
+
+async def provision_xmppd(db: Any, users: Users, parallel: int = 1) -> None:
+    """Accounts and rosters straight into xmppd's storage (embedded or cluster).
+
+    The first account goes through the operator command layer (what xmppctl
+    adduser runs), the rest in bulk through the same Store with credentials
+    derived once (PBKDF2 per account would take a minute). ``parallel`` users
+    at a time (PostgreSQL commits each transaction; SQLite stays sequential).
+    """
+    from services.admin.commands import AdminContext, add_user
+    from services.storage.interface import RosterItem
+    from services.storage.store import Store
+
+    store = Store(db)
+    await add_user(AdminContext(store, [DOMAIN]), f"{users.plain[0]}@{DOMAIN}", PASSWORD)
+    creds = list(shared_salt_credentials(PASSWORD).values())
+    sem = asyncio.Semaphore(max(1, parallel))
+
+    async def account(name: str) -> None:
+        async with sem:
+            await store.create_account(DOMAIN, name, creds)
+
+    async def roster(user: str, contacts: list[str]) -> None:
+        async with sem:  # one user's items in order: each bumps its roster version
+            for c in contacts:
+                await store.put_roster_item(
+                    DOMAIN, user, RosterItem(jid=f"{c}@{DOMAIN}", subscription="both")
+                )
+
+    await asyncio.gather(*(account(n) for n in users.plain[1:] + users.presence))
+    await asyncio.gather(*(roster(u, cs) for u, cs in users.roster_pairs()))
 
 
 PROSODY_CFG = """\
@@ -605,19 +646,219 @@ class Ejabberd(TargetServer):
         super().stop()
 
 
-class ClusterStub(TargetServer):
+#: the machine's PostgreSQL and Redis (loopback), as the cluster tests use them
+PG_DSN = "postgresql://postgres@127.0.0.1:5432"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def cluster_backends_missing() -> str | None:
+    """Why the cluster cannot run here (its Python extra, PostgreSQL, Redis), or None."""
+    import importlib.util
+
+    missing = [m for m in ("asyncpg", "redis", "grpc") if importlib.util.find_spec(m) is None]
+    if missing:
+        return f"the cluster extra is not installed ({', '.join(missing)})"
+    for what, url in (("PostgreSQL", PG_DSN), ("Redis", REDIS_URL)):
+        u = urllib.parse.urlsplit(url)
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            if sock.connect_ex((u.hostname or "127.0.0.1", u.port or 0)) != 0:
+                return f"no {what} answers on {u.hostname}:{u.port}"
+    return None
+
+
+@contextlib.contextmanager
+def _without_xmppd_env() -> Iterator[None]:
+    """Hide the caller's XMPPD_* variables while LocalCluster copies the
+    environment, as the embedded target does: only the harness configures."""
+    saved = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("XMPPD_")]}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+class Cluster(TargetServer):
+    """xmppd's cluster mode on this machine: ``LocalCluster`` with 2 edges,
+    2 routers, 1 presence and 1 storage process against the local PostgreSQL
+    (a database of its own, dropped afterwards) and Redis (a key prefix of its
+    own, cleared afterwards). The processes run in the harness's process
+    group under a private event loop thread (LocalCluster reads their logs)."""
+
     name = "cluster"
     label = "xmppd cluster"
+    n_edges = 2
+    n_routers = 2
+
+    def __init__(self, *a: Any) -> None:
+        super().__init__(*a)
+        tag = secrets.token_hex(4)
+        self.database = f"xmppd_bench_{tag}"
+        self.redis_prefix = f"xmppd-bench-{tag}:"
+        self.cluster: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
 
     def unavailable(self) -> str | None:
-        return "not available yet: the cluster mode (issue #3) is being built"
+        return cluster_backends_missing()
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return (
+            f"xmppd {version('xmppd')} (Python {platform.python_version()}), "
+            f"{self.n_edges} edges, {self.n_routers} routers, 1 presence, 1 storage"
+        )
+
+    def _run(self, coro: Any, timeout: float = 120) -> Any:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, users: Users) -> None:
+        from services.cluster.local import LocalCluster
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="cluster", daemon=True)
+        self.thread.start()
+        atexit.register(self._kill_leftovers)
+        env = {
+            "XMPPD_HOSTS": DOMAIN,
+            "XMPPD_TLS_CERT": str(self.cert),
+            "XMPPD_TLS_KEY": str(self.key),
+            "XMPPD_LOG_LEVEL": "WARNING",
+            "XMPPD_C2S_DIRECT_TLS_PORT": "-1",
+        }
+        with _without_xmppd_env():
+            self.cluster = LocalCluster(
+                self.work / "data",
+                database=self.database,
+                redis_prefix=self.redis_prefix,
+                edges=self.n_edges,
+                routers=self.n_routers,
+                pg_dsn=PG_DSN,
+                redis_url=REDIS_URL,
+                extra_env=env,
+            )
+        taken: set[int] = set()
+        for edge in self.cluster.edges:  # STARTTLS only, on ports below the ephemeral range
+            port = free_port()
+            while port in taken:
+                port = free_port()
+            taken.add(port)
+            edge.env["XMPPD_C2S_PORT"] = str(port)
+            edge.env["XMPPD_C2S_DIRECT_TLS_PORT"] = "-1"
+        self._run(self.cluster.prepare_database(fresh=True))
+        self._run(self._provision(users), timeout=900)
+        self._run(self.cluster.start(), timeout=180)
+        self._edges_known()
+        self.port = self.ports[0]
+
+    @staticmethod
+    def _edges_known() -> None:
+        # Routers and presence learn of edges from Redis on a 1 s refresh loop
+        # (services/cluster/roles.py _refresh_loop). Until the server asked its
+        # directory again on a miss (RouterService.edge), what presence sent to
+        # an edge it did not know yet was dropped, such as the echo of a first
+        # session's initial presence, and those logins never completed. One
+        # refresh period keeps the measured phases clear of that window.
+        time.sleep(1.0)
+
+    def restart_edges(self) -> None:
+        """Fresh edge processes (same ports and node names), so each edge-scaling
+        phase measures edges whose memory no earlier scenario has grown."""
+
+        async def restart() -> None:
+            edges = self.cluster.edges
+            await asyncio.gather(*(e.stop() for e in edges))
+            for e in edges:
+                await e.start(self.cluster.echo)
+            for e in edges:
+                await e.wait_ready()
+
+        self._run(restart(), timeout=120)
+        self._edges_known()
+
+    async def _provision(self, users: Users) -> None:
+        from services.platform.db import open_database
+
+        db = await open_database(self.cluster.database_url)
+        try:
+            await provision_xmppd(db, users, parallel=8)
+        finally:
+            await db.close()
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(e.c2s_ports[0] for e in self.cluster.edges)
+
+    @property
+    def pid(self) -> int:
+        return int(self.cluster.edges[0].process.pid)
+
+    def where(self) -> str:
+        procs = ", ".join(f"{p.name} {p.process.pid}" for p in self.cluster.procs)
+        return f"127.0.0.1 ports {', '.join(map(str, self.ports))} (pids: {procs})"
+
+    def probe(self) -> loadgen.Probe:
+        """Every cluster process; the Redis server (shared with the machine: all
+        its CPU counts); the PostgreSQL backends serving this cluster's database
+        (found by their process title). Memory: the cluster processes and Redis;
+        PostgreSQL's backends are left out (their RSS is mostly shared buffers)."""
+
+        def current(proc: Any) -> loadgen.Finder:  # follows a restarted process
+            return lambda table: loadgen.tree(proc.process.pid)(table)
+
+        groups = {p.name: current(p) for p in self.cluster.procs}
+        port = urllib.parse.urlsplit(REDIS_URL).port
+        groups["redis"] = loadgen.named("redis-server", f":{port}")
+        groups["postgres"] = loadgen.named("postgres", f" {self.database} ")
+        return loadgen.ProcSet(groups, memory=[g for g in groups if g != "postgres"])
+
+    def nofile_limits(self) -> dict[str, int]:
+        """Each edge's open-files limit: one descriptor per client connection."""
+        out = {}
+        for e in self.cluster.edges:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{e.process.pid}/limits").read_text().splitlines():
+                    if line.startswith("Max open files"):
+                        out[e.name] = int(line.split()[3])
+        return out
+
+    def _kill_leftovers(self) -> None:
+        """At interpreter exit, if stop() never ran: SIGTERM what still runs."""
+        for p in self.cluster.procs if self.cluster is not None else ():
+            if p.process is not None and p.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.process.pid, signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.loop is None:
+            return
+        atexit.unregister(self._kill_leftovers)
+        if self.cluster is not None:
+            steps = (self.cluster.stop, self.cluster.clear_redis, self.cluster.drop_database)
+            for step in steps:
+                try:
+                    self._run(step(), timeout=90)
+                except Exception as exc:
+                    log(f"cluster: {step.__name__} failed: {type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                with open(self.raw / "cluster.log", "a") as fh:
+                    for p in self.cluster.procs:
+                        fh.writelines(f"[{p.name}] {line}\n" for line in p.log)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self.thread is not None:
+            self.thread.join(10)
+        if self.thread is None or not self.thread.is_alive():
+            self.loop.close()
+        self.loop = None
 
 
 TARGET_CLASSES: dict[str, type[TargetServer]] = {
     "embedded": Embedded,
     "prosody": Prosody,
     "ejabberd": Ejabberd,
-    "cluster": ClusterStub,
+    "cluster": Cluster,
 }
 
 
@@ -665,6 +906,89 @@ def run_scenario(
     return res
 
 
+def edge_figures(r: dict[str, Any]) -> dict[str, Any]:
+    """Figures of one edge-scaling phase derived from its per-process parts:
+    the busiest edge's cores, the edges' CPU per login, the login rate the
+    serving edges' cores alone would allow (one core each: an edge is one
+    Python event loop), and the edges' memory per connection."""
+    cores = {k: v for k, v in r.get("server_cores_parts", {}).items() if k.startswith("edge")}
+    serving = len(r.get("ports", ())) or 1
+    r["busiest_edge_cores"] = max(cores.values()) if cores else None
+    if cores and r.get("logins_per_s"):
+        ms = sum(cores.values()) * 1000 / r["logins_per_s"]
+        r["edge_cpu_ms_per_login"] = round(ms, 2)
+        r["edge_core_bound_logins_per_s"] = round(serving * 1000 / ms, 1) if ms > 0 else None
+    kb = r.get("kb_per_connection_parts", {})
+    r["edges_kb_per_connection"] = round(sum(v for k, v in kb.items() if k.startswith("edge")), 1)
+    return r
+
+
+def edge_scaling(
+    lg: loadgen.LoadGen,
+    probe: loadgen.Probe,
+    users: Sequence[tuple[str, str]],
+    sizes: Sizes,
+    edge_ports: Sequence[int],
+    nofile: dict[str, int],
+    settle: float = 2.0,
+    restart_edges: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """The same logins (SCRAM, as the login storm), then held, on one edge and
+    then spread over two, with the same routers, presence and storage. With
+    ``restart_edges``, each phase starts on fresh edge processes: an RSS delta
+    on a process whose heap earlier scenarios have grown says little, and the
+    phase that ran second would reuse what the first one grew. A few unmeasured
+    logins on every edge then pay each process's first-use costs (imports,
+    TLS and parser set-up), which would otherwise count as per-connection
+    memory."""
+    out: dict[str, Any] = {
+        "scenario": "edges",
+        "clients": len(users),
+        "mech": sizes.login_mech,
+        "concurrency": sizes.concurrency,
+        "edge_nofile_limits": nofile,
+    }
+    out["fresh_edges"] = restart_edges is not None
+    for n in (1, 2):
+        if restart_edges is not None:
+            restart_edges()
+            warm = lg.login(
+                users[: 5 * len(edge_ports)], sizes.login_mech, sizes.concurrency, "lg-warm"
+            )
+            lg.close_all()
+            if warm["failed"]:
+                raise RuntimeError(f"warm-up logins failed: {warm['failures']}")
+        log(f"  edges: {len(users)} logins held on {n} edge(s)")
+        out[f"edges_{n}"] = loadgen.login_hold(
+            lg,
+            probe,
+            users,
+            sizes.login_mech,
+            sizes.concurrency,
+            ports=list(edge_ports[:n]),
+            hold_s=sizes.scale_hold_s,
+            settle=settle,
+        )
+    one, two = out["edges_1"], out["edges_2"]
+    for r in (one, two):
+        edge_figures(r)
+    out["ratio_2_to_1"] = {
+        k: round(two[k] / one[k], 2) if one.get(k) and two.get(k) is not None else None
+        for k in (
+            "logins_per_s",
+            "server_cpu_ms_per_login",
+            "kb_per_connection",
+            "edges_kb_per_connection",
+        )
+    }
+    # one descriptor per connection: the open-files limits bound what each edge can hold
+    out["fd_capacity"] = {
+        "edges_1": nofile.get("edge1"),
+        "edges_2": sum(nofile.values()) if nofile else None,
+    }
+    return out
+
+
 def bench_target(
     t: TargetServer, users: Users, sizes: Sizes, scenarios: Sequence[str], profile: bool
 ) -> dict[str, Any]:
@@ -686,14 +1010,17 @@ def bench_target(
     out.update(
         available=True, version=t.version(), port=t.port, setup_s=round(time.monotonic() - t0, 1)
     )
-    log(f"{t.name}: {out['version']} on 127.0.0.1:{t.port} (pid {t.pid}), setup {out['setup_s']}s")
-    probe = loadgen.ProcTree(t.pid)
+    log(f"{t.name}: {out['version']} on {t.where()}, setup {out['setup_s']}s")
+    probe = t.probe()
+    if isinstance(probe, loadgen.ProcSet):
+        out["processes"] = probe.pids()
     setup_mech = t.setup_mech if sizes.setup_mech == "auto" else sizes.setup_mech
     out["setup_mech"] = setup_mech
     creds = [(u, PASSWORD) for u in users.plain]
     res: dict[str, Any] = {}
     try:
-        with loadgen.LoadGen(loadgen.Target("127.0.0.1", t.port, DOMAIN), sizes.workers) as lg:
+        target = loadgen.Target("127.0.0.1", t.port, DOMAIN, t.ports)
+        with loadgen.LoadGen(target, sizes.workers) as lg:
             if "login" in scenarios:
                 res["login"] = run_scenario(
                     "login",
@@ -737,6 +1064,20 @@ def bench_target(
                         [len(c) for c in users.contacts],
                         sizes.login_mech,
                         concurrency=sizes.concurrency,
+                    ),
+                    lg,
+                )
+            if "edges" in scenarios and isinstance(t, Cluster):
+                res["edges"] = run_scenario(
+                    "edges",
+                    lambda: edge_scaling(
+                        lg,
+                        probe,
+                        creds[: sizes.scale_conns],
+                        sizes,
+                        t.ports,
+                        t.nofile_limits(),
+                        restart_edges=t.restart_edges,
                     ),
                     lg,
                 )
@@ -881,7 +1222,7 @@ def profile_messages(
             )
         if p.returncode != 0:
             errors.append(p.stderr[-400:])
-    replies = [conn.recv() for conn in lg.conns if conn.poll(2 * d + 60)]
+    replies = [conn.recv() for conn in lg.conns if conn.poll(2 * d + 130)]
     lg.close_all()
     out: dict[str, Any] = {
         "duration_s": d,
@@ -1013,22 +1354,176 @@ def ratio(ours: float | None, peer: float | None, better: str) -> str:
     return f"{r:.2f} ({'better' if good else 'worse'})"
 
 
+#: our targets with ratio columns, and their short name in the column headers
+OURS = (("embedded", "xmppd"), ("cluster", "cluster"))
+
+#: how the cluster's CPU parts are grouped in its breakdown table
+CLUSTER_PARTS = (
+    ("edge", "edges"),
+    ("router", "routers"),
+    ("presence", "presence"),
+    ("storage", "storage"),
+    ("redis", "Redis (shared with the machine)"),
+    ("postgres", "PostgreSQL backends of its database"),
+)
+
+
+def _group(part: str) -> str:
+    return re.sub(r"\d+$", "", part)
+
+
+def cluster_breakdown(t: dict[str, Any]) -> list[str]:
+    """Per process kind: the cluster's server CPU per unit of work, and memory."""
+    sc = t.get("scenarios", {})
+
+    def ok(name: str) -> dict[str, Any]:
+        r = sc.get(name)
+        return r if r and "error" not in r else {}
+
+    login, msgs, idle_, pres = ok("login"), ok("messages"), ok("idle"), ok("presence")
+    cols: list[tuple[str, dict[str, float], float]] = []  # (header, parts, scale)
+    if login.get("server_cpu_parts_s"):
+        cols.append(
+            (
+                "login storm: ms per login",
+                login["server_cpu_parts_s"],
+                1000 / max(1, login["ok"]),
+            )
+        )
+    for phase, head in (("closed", "closed loop"), ("rate", "fixed rate")):
+        ph = msgs.get(phase, {})
+        if ph.get("server_cpu_parts_s"):
+            cols.append(
+                (
+                    f"{head}: us per msg",
+                    ph["server_cpu_parts_s"],
+                    1e6 / max(1, ph["delivered_in_window"]),
+                )
+            )
+    if pres.get("server_cpu_parts_s"):
+        cols.append(
+            (
+                "presence storm: ms per login",
+                pres["server_cpu_parts_s"],
+                1000 / max(1, pres["ok"]),
+            )
+        )
+    if idle_.get("kb_per_connection_parts"):
+        cols.append(("idle: KB per connection", idle_["kb_per_connection_parts"], 1.0))
+    if not cols:
+        return []
+    lines = [
+        "",
+        f"**{t['label']}: where the server CPU and memory go** (summed in the table above)",
+        "",
+        "| process | " + " | ".join(c[0] for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
+    for key, label in CLUSTER_PARTS:
+        row = []
+        for _head, parts, scale in cols:
+            vals = [v for k, v in parts.items() if _group(k) == key]
+            row.append(fmt(sum(vals) * scale) if vals else "-")
+        n = len({k for _h, parts, _s in cols for k in parts if _group(k) == key})
+        lines.append(f"| {label}{f' ({n})' if n > 1 else ''} | " + " | ".join(row) + " |")
+    lines.append(
+        "| **total** | "
+        + " | ".join(fmt(sum(parts.values()) * scale) for _h, parts, scale in cols)
+        + " |"
+    )
+    return lines
+
+
+#: rows of the edge-scaling table: (key path in edges_N, label, better)
+EDGE_ROWS: list[tuple[str, str, str]] = [
+    ("logins_per_s", "logins/s", "higher"),
+    ("latency_ms.p50", "login latency p50 (ms)", "lower"),
+    ("latency_ms.p99", "login latency p99 (ms)", "lower"),
+    ("server_cpu_ms_per_login", "server CPU per login (ms)", "lower"),
+    ("server_cores", "server CPU during the storm (cores)", "info"),
+    ("busiest_edge_cores", "busiest edge during the storm (cores)", "info"),
+    ("edge_cpu_ms_per_login", "edges' CPU per login (ms)", "lower"),
+    (
+        "edge_core_bound_logins_per_s",
+        "logins/s the serving edges' own cores would allow (1 core each)",
+        "higher",
+    ),
+    ("loadgen_cores", "load generator CPU (cores)", "info"),
+    ("machine_busy_cores", "whole machine busy (cores)", "info"),
+    ("kb_per_connection", "memory per held connection, all processes (KB)", "lower"),
+    ("edges_kb_per_connection", "memory per held connection, edges only (KB)", "lower"),
+    ("idle_server_cpu_pct", "server CPU with all held, idle (% of a core)", "lower"),
+]
+
+
+def _path(d: dict[str, Any], path: str) -> float | None:
+    cur: Any = d
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return float(cur) if isinstance(cur, int | float) else None
+
+
+def edge_scaling_table(t: dict[str, Any]) -> list[str]:
+    e = t.get("scenarios", {}).get("edges")
+    if not e or "error" in e or "edges_2" not in e:
+        return []
+    one, two = edge_figures(dict(e["edges_1"])), edge_figures(dict(e["edges_2"]))
+    lines = [
+        "",
+        f"**{t['label']}: 1 edge vs 2 edges** (same routers, presence and storage; "
+        f"{e['clients']} {e['mech']} logins, {e['concurrency']} in flight, held, "
+        "then closed; 1 edge first"
+        + (", each phase on freshly started edge processes)" if e.get("fresh_edges") else ")"),
+        "",
+        "| metric | better | 1 edge | 2 edges | 2 edges / 1 edge |",
+        "|---|---|---|---|---|",
+    ]
+    for path, label, better in EDGE_ROWS:
+        a, b = _path(one, path), _path(two, path)
+        r = "-" if a is None or b is None or a == 0 else f"{b / a:.2f}"
+        shown = "" if better == "info" else better
+        lines.append(f"| {label} | {shown} | {fmt(a)} | {fmt(b)} | {r} |")
+    cap = e.get("fd_capacity", {})
+    if cap.get("edges_1"):
+        lines.append(
+            f"| connections the serving edges' open-files limits allow | higher "
+            f"| {cap['edges_1']:,} | {cap['edges_2']:,} | {cap['edges_2'] / cap['edges_1']:.2f} |"
+        )
+    fails = one.get("failed", 0) + two.get("failed", 0)
+    if fails:
+        lines.append(
+            f"| failed logins (must be 0) | lower | {one.get('failed', 0)} "
+            f"| {two.get('failed', 0)} | - |"
+        )
+    return lines
+
+
 def results_markdown(run: dict[str, Any]) -> str:
     targets = {t["target"]: t for t in run["targets"]}
     cols = [n for n in TARGETS if n in targets]
     peers = [n for n in ("prosody", "ejabberd") if targets.get(n, {}).get("available")]
+    ours = [
+        (n, short) for n, short in OURS if n == "embedded" or targets.get(n, {}).get("available")
+    ]
     head = ["metric", "better", *[targets[c]["label"] for c in cols]]
-    head += [f"xmppd / {targets[p]['label']}" for p in peers]
+    head += [f"{short} / {targets[p]['label']}" for _n, short in ours for p in peers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    ours = targets.get("embedded", {})
     for scen, path, label, better in METRICS:
         row = [label, better if better != "info" else ""]
         for c in cols:
             t = targets[c]
             row.append(fmt(metric(t, scen, path)) if t.get("available") else "not measured")
-        for p in peers:
-            row.append(ratio(metric(ours, scen, path), metric(targets[p], scen, path), better))
+        for n, _short in ours:
+            mine = targets.get(n, {})
+            for p in peers:
+                row.append(ratio(metric(mine, scen, path), metric(targets[p], scen, path), better))
         lines.append("| " + " | ".join(row) + " |")
+    cluster = targets.get("cluster", {})
+    if cluster.get("available"):
+        lines += cluster_breakdown(cluster)
+        lines += edge_scaling_table(cluster)
     s = run["sizes"]
     load = ", ".join(f"{x:.2f}" for x in run["machine"]["loadavg_at_start"])
     notes = [
@@ -1039,9 +1534,23 @@ def results_markdown(run: dict[str, Any]) -> str:
         f"{s['msg_clients']} message clients in pairs (window {s['window']} per direction, "
         f"{s['closed_s']:g} s closed loop, then {s['rate']:g} msg/s for {s['rate_s']:g} s), "
         f"{s['idle']} idle connections, {s['presence_users']} presence users with "
-        f"{s['contacts']} contacts; {s['workers']} load generator processes.",
-        "Ratios are xmppd divided by the peer; 'better' follows the metric's direction.",
+        f"{s['contacts']} contacts; {s['workers']} load generator processes."
+        + (
+            f" Edge scaling (cluster): {s['scale_conns']} logins held on 1, then 2 edges."
+            if "edges" in run.get("scenarios", ()) and "scale_conns" in s
+            else ""
+        ),
+        "Ratios are ours (xmppd embedded, xmppd cluster) divided by the peer; 'better' "
+        "follows the metric's direction.",
     ]
+    if cluster.get("available"):
+        notes.append(
+            "The cluster's server CPU is the sum over its processes (edges, routers, presence, "
+            "storage), the Redis server (shared with the rest of the machine: all of its CPU "
+            "counts) and the PostgreSQL backends of its database; its memory is the cluster "
+            "processes' and Redis's RSS. Clients alternate between the two edges by index, so "
+            "both users of a message pair are on different edges."
+        )
     for c in cols:
         t = targets[c]
         if t.get("available"):
@@ -1130,6 +1639,32 @@ def write_charts(run: dict[str, Any]) -> list[str]:
         fig.savefig(out, dpi=110)
         plt.close(fig)
         written.append(str(out.relative_to(ROOT)))
+    cluster = next((t for t in targets if t["target"] == "cluster"), None)
+    edges = (cluster or {}).get("scenarios", {}).get("edges", {})
+    if "edges_2" in edges:
+        panels = [
+            ("logins_per_s", "logins/s (higher is better)"),
+            ("server_cpu_ms_per_login", "server CPU per login, ms (lower is better)"),
+            ("busiest_edge_cores", "busiest edge during the storm, cores"),
+            ("edges_kb_per_connection", "edges' memory per connection, KB (lower is better)"),
+        ]
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+        for ax, (path, label) in zip(axes[0], panels, strict=True):
+            vals = [_path(edge_figures(dict(edges[f"edges_{n}"])), path) or 0.0 for n in (1, 2)]
+            bars = ax.bar(["1 edge", "2 edges"], vals, color=["#bbbbbb", "#777777"])
+            ax.bar_label(bars, labels=[fmt(v) for v in vals], fontsize=8)
+            ax.set_title(label, fontsize=9)
+            ax.margins(y=0.15)
+        fig.suptitle(
+            f"xmppd cluster, 1 vs 2 edges, {edges['clients']} logins held "
+            f"({run['stamp']}, shared 2-core machine)",
+            fontsize=10,
+        )
+        fig.tight_layout()
+        out = DOCS / "edges.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(str(out.relative_to(ROOT)))
     return written
 
 
@@ -1198,6 +1733,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("auto", *loadgen.MECHANISMS),
         help="logins of the message and idle scenarios; auto = each server's cheaper one",
     )
+    ap.add_argument(
+        "--scale-conns",
+        type=int,
+        help=f"edge scaling (cluster): logins held on 1, then 2 edges ({d.scale_conns})",
+    )
+    ap.add_argument(
+        "--scale-hold-s",
+        type=float,
+        help=f"edge scaling: seconds all are held idle ({d.scale_hold_s:g})",
+    )
     ap.add_argument("--profile-s", type=float, help=f"py-spy seconds per output ({d.profile_s:g})")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of xmppd")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (results JSON only)")
@@ -1228,7 +1773,8 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(run_info, no_docs=a.no_docs)
         return 0
     nofile = loadgen.raise_nofile()
-    need = max(sizes.logins, sizes.msg_clients, sizes.idle, sizes.presence_users) + 500
+    need = max(sizes.logins, sizes.msg_clients, sizes.idle, sizes.presence_users)
+    need = max(need, sizes.scale_conns) + 500
     if nofile < need:
         log(f"warning: open-files limit {nofile} < {need}; large scenarios may fail")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -111,9 +111,7 @@ class RouterService:
         old_edge = await self.edge(old.node) if old is not None else None
         if old is not None and old_edge is not None:
             # RFC 6120 7.7.2.2: the older session is replaced with <conflict/>
-            await old_edge.close_session(
-                old.jid, "conflict", "replaced by new connection"
-            )
+            await old_edge.close_session(old.jid, "conflict", "replaced by new connection")
             if self.presence is not None:
                 await self.presence.session_gone(old, replaced=True)
 

@@ -1,23 +1,38 @@
-"""Smoke test of the benchmark's load generator against our embedded server.
+"""Smoke tests of the benchmark's load generator against our servers.
 
 Tiny sizes: the real ``xmppd`` process on a loopback port with a temporary
 data folder (bench/run.py's Embedded target), the multiprocess load generator,
-and every scenario once. The figures are not checked, only that nothing is
-lost and the reports hold sane values.
+and every scenario once; then (marked slow: it starts six processes) the
+cluster target against the local PostgreSQL and Redis, with messages crossing
+its two edges. The figures are not checked, only that nothing is lost and the
+reports hold sane values.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
+import os
 import time
 
 import pytest
 
 from bench import loadgen
-from bench.run import PASSWORD, Embedded, Sizes, Users
+from bench.run import (
+    PASSWORD,
+    PG_DSN,
+    REDIS_URL,
+    Cluster,
+    Embedded,
+    Sizes,
+    Users,
+    cluster_backends_missing,
+    edge_scaling,
+    results_markdown,
+)
 from services.platform.tls import ensure_self_signed
 from services.xmpp.sasl import derive_credentials
 
@@ -66,6 +81,7 @@ def embedded(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_self_signed(cert, key, ["localhost"])
     sizes = Sizes(logins=10, msg_clients=10, idle=10, presence_users=8, contacts=4)
+    sizes.scale_conns = 10
     users = Users.make(sizes)
     target = Embedded(tmp_path, cert, key, tmp_path)
     target.start(users)
@@ -119,3 +135,138 @@ def test_every_scenario_against_the_embedded_server(embedded):
     # each user sees its 4 contacts and itself at least once
     assert pres["presences_delivered"] >= 8 * 5
     assert time.monotonic() - t0 < 20
+
+
+def test_procset_follows_processes_and_accumulates_cpu():
+    me = os.getpid()
+    probe = loadgen.ProcSet(
+        {"me": loadgen.tree(me), "named": loadgen.named(loadgen.scan_procs()[me][0].decode())},
+        memory=["me"],
+    )
+    assert me in probe.pids()["me"] and me in probe.pids()["named"]
+    before = probe.parts()
+    t_end = time.process_time() + 0.05
+    while time.process_time() < t_end:
+        pass
+    after = probe.parts()
+    assert after["me"] >= before["me"] and after["named"] >= before["named"]
+    assert after["me"] + after["named"] > before["me"] + before["named"]
+    assert set(probe.rss_parts()) == {"me"} and probe.rss() > 0
+
+
+def test_clients_alternate_over_ports_so_pairs_cross():
+    lg = loadgen.LoadGen(loadgen.Target("127.0.0.1", 1, "localhost", (1, 2)), 2)
+    sent: list[dict] = []
+    lg.call_all = lambda cmds, timeout=0: [  # type: ignore[method-assign]
+        sent.extend(cmds) or {"ok": 0, "failed": 0, "failures": [], "lat": b"", "start": 0.0,
+                              "end": 0.0, "cpu_s": 0.0} for _ in cmds
+    ]  # fmt: skip
+    lg.conns = [None, None]  # type: ignore[list-item]
+    users = [(f"u{i}", "pw") for i in range(8)]
+    lg.login(users, "PLAIN", 4, "r", pairs=True)
+    port_of = {u: port for c in sent for (u, _pw), port in zip(c["users"], c["ports"], strict=True)}
+    assert port_of == {f"u{i}": 1 + i % 2 for i in range(8)}
+    sent.clear()
+    lg.login(users, "PLAIN", 4, "r", ports=[7])
+    assert {p for c in sent for p in c["ports"]} == {7}
+
+
+async def _leftovers(database: str, prefix: str) -> tuple[bool, int]:
+    import asyncpg
+    import redis.asyncio as aioredis
+
+    conn = await asyncpg.connect(f"{PG_DSN}/postgres")
+    try:
+        db = bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database))
+    finally:
+        await conn.close()
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in r.scan_iter(match=prefix + "*", count=1000)]
+    finally:
+        await r.aclose()
+    return db, len(keys)
+
+
+@pytest.mark.slow
+def test_cluster_target_messages_cross_its_two_edges(tmp_path):
+    why = cluster_backends_missing()
+    if why:
+        if os.environ.get("XMPPD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    t0 = time.monotonic()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    ensure_self_signed(cert, key, ["localhost"])
+    sizes = Sizes(logins=10, msg_clients=10, idle=10, presence_users=4, contacts=2)
+    sizes.scale_conns, sizes.scale_hold_s = 10, 0.2
+    users = Users.make(sizes)
+    target = Cluster(tmp_path, cert, key, tmp_path)
+    creds = [(u, PASSWORD) for u in users.plain[:10]]
+    try:
+        target.start(users)
+        assert len(set(target.ports)) == 2
+        probe = target.probe()
+        groups = probe.pids()
+        assert {"edge1", "edge2", "router1", "router2", "presence", "storage"} <= set(groups)
+        assert groups["redis"], "the Redis server's process was not found"
+        lg_target = loadgen.Target("127.0.0.1", target.port, "localhost", target.ports)
+        with loadgen.LoadGen(lg_target, 2) as lg:
+            # pairs (2i, 2i+1) are on different edges: every message crosses
+            # edge -> router -> the other edge; a short closed loop, then about
+            # 200 at 200 msg/s
+            msgs = loadgen.messages(
+                lg, probe, creds, "PLAIN", window=2, closed_s=0.5, rate=200.0, rate_s=1.0,
+                warmup=0.2, drain=5.0, settle=0.1,
+            )  # fmt: skip
+            # what the edge-scaling scenario does before each phase, once here
+            edge_pids = probe.pids()["edge1"]
+            target.restart_edges()
+            assert probe.pids()["edge1"] != edge_pids  # the probe follows restarted edges
+            edges = edge_scaling(
+                lg, probe, creds, sizes, target.ports, target.nofile_limits(), settle=0.2
+            )
+    finally:
+        target.stop()
+    assert msgs["logged_in"] == 10 and msgs["login_failed"] == 0, msgs["failures"]
+    first, closed, rate = msgs["first_message"], msgs["closed"], msgs["rate"]
+    phases = {
+        k: {x: v for x, v in msgs[k].items() if x != "latency_ms"}
+        for k in ("first_message", "closed", "rate")
+    }
+    assert first["delivered"] == 10, phases
+    assert rate["sent"] > 0 and rate["delivered"] == rate["sent"], phases
+    assert closed["sent"] + rate["sent"] >= 200, phases
+    for phase in (first, closed, rate):
+        assert phase["lost"] == 0 and phase["errors"] == 0 and phase["dropped_connections"] == 0, (
+            phases
+        )
+    parts = rate["server_cpu_parts_s"]
+    assert parts["edge1"] > 0 and parts["edge2"] > 0, parts  # both edges carried traffic
+    assert rate["server_cpu_us_per_msg"] > 0
+
+    one, two = edges["edges_1"], edges["edges_2"]
+    assert one["ok"] == two["ok"] == 10 and one["failed"] == two["failed"] == 0
+    assert one["ports"] == [target.ports[0]] and two["ports"] == list(target.ports)
+    assert one["server_cores_parts"]["edge2"] < one["server_cores_parts"]["edge1"]
+    assert edges["ratio_2_to_1"]["logins_per_s"] is not None
+
+    # the report renders the cluster's tables; nothing is left behind
+    run = {
+        "stamp": "test",
+        "machine": {"cpus": 2, "cpu_model": "x", "loadavg_at_start": [0, 0, 0]},
+        "sizes": vars(sizes),
+        "scenarios": ["messages", "edges"],
+        "targets": [
+            {
+                "target": "cluster",
+                "label": "xmppd cluster",
+                "available": True,
+                "scenarios": {"messages": msgs, "edges": edges},
+            }
+        ],
+    }
+    md = results_markdown(run)
+    assert "1 edge vs 2 edges" in md and "Redis (shared with the machine)" in md
+    assert asyncio.run(_leftovers(target.database, target.redis_prefix)) == (False, 0)
+    assert time.monotonic() - t0 < 30
