@@ -94,3 +94,20 @@ async def login(cluster: LocalCluster) -> AsyncIterator[Any]:
     for c in clients:
         c.disconnect(wait=False)
     await asyncio.sleep(0.1)
+
+
+async def befriend(alice: Client, bob: Client, a: str, b: str, *others: Client) -> None:
+    """Mutual subscription between two users (auto-accepting clients)."""
+    for c in (alice, bob, *others):
+        c.roster.auto_authorize = True
+        c.roster.auto_subscribe = True
+        await c.get_roster()
+    alice.send_presence_subscription(pto=b, ptype="subscribe")
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if (
+            alice.client_roster[b]["subscription"] == "both"
+            and bob.client_roster[a]["subscription"] == "both"
+        ):
+            return
+    raise AssertionError("subscription did not complete")

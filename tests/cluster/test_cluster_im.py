@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import CLUSTER_MARKS
+from .conftest import CLUSTER_MARKS, befriend
 
 pytestmark = CLUSTER_MARKS
 
@@ -37,20 +37,10 @@ async def test_subscription_presence_and_roster_push_across_edges(cluster, users
     alice = await login(a, edge=0)
     alice2 = await login(a, edge=1)
     bob = await login(b, edge=1)
-    for c in (alice, alice2, bob):
-        c.roster.auto_authorize = True
-        c.roster.auto_subscribe = True
-        await c.get_roster()
+    await alice2.get_roster()  # interested in pushes from now on
     pushed = asyncio.get_running_loop().create_future()
     alice2.add_event_handler("roster_update", lambda iq: pushed.done() or pushed.set_result(iq))
-    alice.send_presence_subscription(pto=b, ptype="subscribe")
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if (
-            alice.client_roster[b]["subscription"] == "both"
-            and bob.client_roster[a]["subscription"] == "both"
-        ):
-            break
+    await befriend(alice, bob, a, b)
     assert alice.client_roster[b]["subscription"] == "both"
     # the roster push reached alice's resource on the other edge
     iq = await asyncio.wait_for(pushed, 10)

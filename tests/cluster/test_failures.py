@@ -10,25 +10,9 @@ import asyncio
 import time
 import zlib
 
-from .conftest import CLUSTER_MARKS
+from .conftest import CLUSTER_MARKS, befriend
 
 pytestmark = CLUSTER_MARKS
-
-
-async def _befriend(alice, bob, a, b) -> None:
-    for c in (alice, bob):
-        c.roster.auto_authorize = True
-        c.roster.auto_subscribe = True
-        await c.get_roster()
-    alice.send_presence_subscription(pto=b, ptype="subscribe")
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if (
-            alice.client_roster[b]["subscription"] == "both"
-            and bob.client_roster[a]["subscription"] == "both"
-        ):
-            return
-    raise AssertionError("subscription did not complete")
 
 
 async def test_router_crash_loses_nothing_and_keeps_order(cluster, users, login):
@@ -79,7 +63,7 @@ async def test_edge_crash_unavailable_and_offline(cluster, users, login):
     a, b = await users("alice", "bob")
     alice = await login(a, edge=0)
     bob = await login(b, edge=1)
-    await _befriend(alice, bob, a, b)
+    await befriend(alice, bob, a, b)
     await asyncio.sleep(0.3)
     edge2 = cluster.edges[1]
     t0 = time.monotonic()
