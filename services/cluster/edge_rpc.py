@@ -42,41 +42,83 @@ class EdgeClient:
     batch, so a busy router makes one gRPC write per batch, not per stanza.
     """
 
+    #: a delivery not acknowledged for this long counts as failed, and the
+    #: stream is reset (the edge is hung or gone)
+    ACK_TIMEOUT = 10.0
+    #: batches written to the stream and not acknowledged yet, at most
+    BATCHES_IN_FLIGHT = 2
+
     def __init__(self, node_id: str, address: str, channels: Channels) -> None:
         self.node_id = node_id
         self.address = address
         self._channels = channels
         self._call: Any = None
         self._seq = 0
-        self._waiting: dict[int, asyncio.Future[bool]] = {}
+        # seq -> (future, monotonic send time), in send order
+        self._waiting: dict[int, tuple[asyncio.Future[bool], float]] = {}
         self._outbox: list[Any] = []
         self._writer: asyncio.Task[None] | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._batches = 0
+        self._acked = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._control = RemoteProxy("Edge", [address], channels, failover_for=2.0)
 
     async def deliver(self, jid: JID, data: bytes, t0_ns: int = 0) -> bool:
-        loop = asyncio.get_running_loop()
+        return await self.send(jid, data, t0_ns)
+
+    def send(self, jid: JID, data: bytes, t0_ns: int = 0) -> asyncio.Future[bool]:
+        """Queue a delivery; the future says whether the edge took it (False:
+        no such session there, or the stream broke). Deliveries leave in the
+        order of the calls."""
+        # No timeout context per delivery: one watchdog per client checks the
+        # oldest unacknowledged delivery (the profile showed asyncio.timeout
+        # and get_running_loop among the router's top costs).
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         if self._call is None:
             self._call = pb2_grpc.EdgeStub(self._channels.get(self.address)).Deliver()
             self._reader = loop.create_task(self._read(self._call))
         self._seq += 1
         fut: asyncio.Future[bool] = loop.create_future()
-        self._waiting[self._seq] = fut
+        self._waiting[self._seq] = (fut, time.monotonic())
         self._outbox.append(pb2.Delivery(seq=self._seq, jid=str(jid), data=data, t0_ns=t0_ns))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write(self._call))
-        try:
-            async with asyncio.timeout(10.0):
-                return await fut
-        except TimeoutError:
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(1.0, self._check_acks)
+        return fut
+
+    def _check_acks(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        _fut, sent = next(iter(self._waiting.values()))
+        if time.monotonic() - sent > self.ACK_TIMEOUT:
             log.info("delivery to edge %s timed out", self.node_id)
             self._reset()
-            return False
+            return
+        assert self._loop is not None
+        self._watchdog = self._loop.call_later(1.0, self._check_acks)
 
     async def _write(self, call: Any) -> None:
+        # Ack-clocked: at most BATCHES_IN_FLIGHT batches written and not yet
+        # acknowledged. A busy receiver takes one gRPC message per turn of its
+        # event loop; writing every small batch at once queued them in front
+        # of it and starved that direction (one edge of a pair saturated, the
+        # other idle, p99 latency in seconds). Waiting for acks instead lets
+        # the next batch grow while the receiver is busy.
         try:
             while self._outbox and self._call is call:
+                while self._batches >= self.BATCHES_IN_FLIGHT:
+                    self._acked.clear()
+                    await self._acked.wait()
+                    if self._call is not call:
+                        return
                 batch, self._outbox = self._outbox, []
+                self._batches += 1
                 await call.write(pb2.DeliveryBatch(items=batch))
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, ConnectionError) as exc:
             log.info("delivery stream to edge %s failed: %s", self.node_id, exc)
@@ -86,10 +128,13 @@ class EdgeClient:
     async def _read(self, call: Any) -> None:
         try:
             async for ack in call:
+                self._batches -= 1
+                self._acked.set()
+                waiting = self._waiting
                 for seq, ok in zip(ack.seqs, ack.ok, strict=True):
-                    fut = self._waiting.pop(seq, None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(ok)
+                    item = waiting.pop(seq, None)
+                    if item is not None and not item[0].done():
+                        item[0].set_result(ok)
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         if self._call is call:
@@ -102,7 +147,9 @@ class EdgeClient:
             call.cancel()
         self._outbox = []
         self._writer = None
-        for fut in self._waiting.values():
+        self._batches = 0
+        self._acked.set()
+        for fut, _sent in self._waiting.values():
             if not fut.done():
                 fut.set_result(False)
         self._waiting.clear()
@@ -128,16 +175,26 @@ class EdgeDirectory(dict[str, EdgeLink]):
         self._channels = channels
         self.alive: dict[str, bool] = {}
         self.refreshed = 0.0
+        self._pinned: dict[str, EdgeLink] = {}
+
+    def pin(self, node: str, link: EdgeLink) -> None:
+        """Reach ``node`` through ``link`` whatever Redis says: an edge process
+        delivers to its own sessions in-process, not over gRPC to itself."""
+        self._pinned[node] = link
+        self[node] = link
 
     async def refresh(self) -> dict[str, tuple[str, bool]]:
         edges: dict[str, tuple[str, bool]] = await self._registry.edges()
         for node, (addr, alive) in edges.items():
+            if node in self._pinned:
+                self.alive[node] = alive
+                continue
             cur = self.get(node)
             if not isinstance(cur, EdgeClient) or cur.address != addr:
                 self[node] = EdgeClient(node, addr, self._channels)
             self.alive[node] = alive
         for node in list(self):
-            if node not in edges:
+            if node not in edges and node not in self._pinned:
                 del self[node]
                 self.alive.pop(node, None)
         self.refreshed = time.monotonic()

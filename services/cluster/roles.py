@@ -27,6 +27,7 @@ from ..platform.metrics import Metrics, ServerStats
 from ..platform.ops_http import OpsHTTPServer
 from ..storage.interface import Storage
 from ..xmpp.jid import JID
+from .direct import DirectRouter
 from .edge_rpc import EdgeDirectory, EdgeServicer
 from .events import EventBus
 from .redis_registry import RedisRegistry
@@ -288,20 +289,23 @@ async def run_edge(settings: Settings) -> None:
     ctx = tls.server_context(cert, key)
     cb = tls_server_end_point(tls.cert_der(cert))
     metrics = _metrics()
-    channels = Channels(metrics)
-    redis = _redis(settings)
-    registry = RedisRegistry(redis, settings.redis_prefix, metrics)
-    storage = _storage(settings, channels)
-    router = RouterClient(settings, FeatureSet(load_features()), storage, channels)
-    edge = EdgeServer(settings, cast(Any, router), storage, ctx, cb, node, metrics=metrics)
+    # the edge's own RouterService, on the cluster's registry and caches, answers
+    # "which edge holds this session" for one-hop delivery (services/cluster/direct.py)
+    local, registry, directory, channels, bus = await _router_core(settings, "edge", metrics)
+    storage = local.storage
+    remote = RouterClient(settings, FeatureSet(load_features()), storage, channels)
+    router: Any = DirectRouter(local, remote, metrics) if settings.direct_delivery else remote
+    edge = EdgeServer(settings, router, storage, ctx, cb, node, metrics=metrics)
+    directory.pin(node, edge)
     metrics.sessions.labels(node).set_function(lambda: len(edge.local))
-    router._local_bounce = edge.deliver
+    remote._local_bounce = edge.deliver
     server, bound = await _grpc_server(
         settings, lambda s: pb2_grpc.add_EdgeServicer_to_server(EdgeServicer(edge), s)
     )
     advertise = settings.edge_advertise or bound
     await registry.edge_alive(node, advertise, settings.node_ttl)
-    await router.start()
+    await remote.start()
+    refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
 
     async def heartbeat() -> None:
         while True:
@@ -316,7 +320,7 @@ async def run_edge(settings: Settings) -> None:
         announce(f"listening on {host}:{port}")
 
     async def routers_reachable() -> bool:
-        return router.healthy_routers > 0
+        return bool(remote.healthy_routers > 0)
 
     ops = await _ops(settings, metrics, {"routers": routers_reachable, "redis": registry.ping})
     announce(f"edge {node} ready")
@@ -324,12 +328,14 @@ async def run_edge(settings: Settings) -> None:
     # drain: stop accepting, tell clients system-shutdown, unbind their sessions
     await edge.stop()
     for _ in range(50):
-        if router.unacked == 0:
+        if remote.unacked == 0 and getattr(router, "inflight", 0) == 0:
             break
         await asyncio.sleep(0.1)
     hb.cancel()
+    refresher.cancel()
     await registry.edge_gone(node)
-    await router.stop()
+    await bus.stop()
+    await remote.stop()
     await server.stop(2)
     await _stop_ops(ops)
 

@@ -70,23 +70,27 @@ class RouterServicer(CallServicer):
 
     async def Route(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
         acks: asyncio.Queue[int | None] = asyncio.Queue()
-        tails: dict[str, asyncio.Task[None]] = {}
+        # sender's bare JID -> its stanzas not yet routed, in order. One worker
+        # task per sender with work drains its queue, so one sender's stanzas
+        # are routed one after another and different senders' concurrently,
+        # with a task per burst rather than per stanza.
+        queues: dict[str, collections.deque[Any]] = {}
+        workers: set[asyncio.Task[None]] = set()
+        route = self.router.route
 
-        async def one(m: Any, prev: asyncio.Task[None] | None) -> None:
-            if prev is not None:
-                await asyncio.wait([prev])
+        async def drain(key: str, q: collections.deque[Any]) -> None:
             try:
-                await self.router.route(from_pb(m), trusted=m.trusted)
-            except Exception:
-                log.exception("routing failed")
-            acks.put_nowait(m.seq)
-
-        def forget(key: str) -> Any:
-            def done(t: asyncio.Task[None]) -> None:
-                if tails.get(key) is t:
-                    del tails[key]
-
-            return done
+                while q:
+                    m = q[0]
+                    try:
+                        await route(from_pb(m), trusted=m.trusted)
+                    except Exception:
+                        log.exception("routing failed")
+                    q.popleft()
+                    acks.put_nowait(m.seq)
+            finally:
+                if queues.get(key) is q:
+                    del queues[key]
 
         async def reader() -> None:
             loop = asyncio.get_running_loop()
@@ -94,12 +98,17 @@ class RouterServicer(CallServicer):
                 async for batch in request_iterator:
                     for m in batch.items:
                         key = getattr(m, "from").split("/", 1)[0]
-                        task = loop.create_task(one(m, tails.get(key)))
-                        tails[key] = task
-                        task.add_done_callback(forget(key))
+                        q = queues.get(key)
+                        if q is not None:
+                            q.append(m)
+                            continue
+                        q = queues[key] = collections.deque((m,))
+                        task = loop.create_task(drain(key, q))
+                        workers.add(task)
+                        task.add_done_callback(workers.discard)
             finally:
-                if tails:
-                    await asyncio.wait(list(tails.values()))
+                if workers:
+                    await asyncio.wait(list(workers))
                 acks.put_nowait(None)
 
         rt = asyncio.get_running_loop().create_task(reader())
@@ -158,6 +167,8 @@ class RouterClient:
         self._lock = asyncio.Lock()
         self._pending: collections.deque[tuple[Envelope, bool, float]] = collections.deque()
         self._local_bounce = local_bounce  # async (JID, bytes) -> bool, the edge's deliver
+        # sender -> stanzas handed to a router and not acknowledged (or bounced) yet
+        self._by_sender: dict[JID, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
 
@@ -184,8 +195,23 @@ class RouterClient:
     # ---- the Router interface --------------------------------------------
 
     async def route(self, env: Envelope, trusted: bool = False) -> None:
+        frm = env.frm
+        self._by_sender[frm] = self._by_sender.get(frm, 0) + 1
         async with self._lock:
             await self._send(env, trusted, time.monotonic())
+
+    def busy(self, sender: JID) -> bool:
+        """Has ``sender`` stanzas at a router that are not routed yet? Then
+        its next stanza must not overtake them on another way."""
+        return sender in self._by_sender
+
+    def _settled(self, env: Envelope) -> None:
+        frm = env.frm
+        n = self._by_sender.get(frm, 0) - 1
+        if n > 0:
+            self._by_sender[frm] = n
+        else:
+            self._by_sender.pop(frm, None)
 
     async def bind(self, s: Session) -> None:
         await self._control.bind(s)
@@ -264,7 +290,9 @@ class RouterClient:
         try:
             async for ack in call:
                 for seq in ack.seqs:
-                    st.unacked.pop(seq, None)
+                    item = st.unacked.pop(seq, None)
+                    if item is not None:
+                        self._settled(item[0])
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         if st.call is call:
@@ -286,6 +314,7 @@ class RouterClient:
                 now = time.monotonic()
                 for env, trusted, since in held:
                     if now - since > self.settings.route_timeout:
+                        self._settled(env)
                         await self._bounce(env)
                     else:
                         await self._send(env, trusted, since)

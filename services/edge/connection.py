@@ -53,6 +53,9 @@ class C2SConnection(asyncio.Protocol):
         self._closing = False
         self._paused = False
         self._flush_pending = False
+        # looked up once: get_running_loop() makes a getpid() system call on
+        # Python 3.11, and the profile found it on every received chunk
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._metrics = edge.metrics
         self._conn_gauge = edge.metrics.conn_tls if direct_tls else edge.metrics.conn_tcp
 
@@ -61,6 +64,7 @@ class C2SConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: duck-typed
         self.transport = cast(asyncio.Transport, transport)
+        self._loop = asyncio.get_running_loop()
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
         self.edge.connections.add(self)
@@ -74,7 +78,7 @@ class C2SConnection(asyncio.Protocol):
             self.transport.pause_reading()
         if not self._pumping:
             self._pumping = True
-            asyncio.get_running_loop().create_task(self._pump())
+            (self._loop or asyncio.get_running_loop()).create_task(self._pump())
 
     def eof_received(self) -> bool | None:
         return None  # close the transport
@@ -241,7 +245,7 @@ class C2SConnection(asyncio.Protocol):
         self.stream.send_bytes(data)
         if not self._flush_pending:
             self._flush_pending = True
-            asyncio.get_running_loop().call_soon(self._deferred_flush)
+            (self._loop or asyncio.get_running_loop()).call_soon(self._deferred_flush)
 
     def _deferred_flush(self) -> None:
         self._flush_pending = False

@@ -52,6 +52,9 @@ class Settings:
     )
     log_level: str = _f("INFO", "Logging level")
     log_json: bool = _f(False, "Log as JSON lines")
+    gc_threshold: int = _f(
+        20000, "Allocations between Python's young garbage collections (0: Python's default)"
+    )
     contact_addresses: list[str] = _f(
         ["mailto:admin@localhost"], "XEP-0157 admin addresses in disco#info, comma separated"
     )
@@ -68,6 +71,9 @@ class Settings:
     edge_advertise: str = _f("", "Where others reach this edge's gRPC; empty: the bound address")
     node_ttl: float = _f(10.0, "Seconds without heartbeat before an edge counts as dead")
     route_timeout: float = _f(10.0, "Seconds an edge holds stanzas while no router answers")
+    direct_delivery: bool = _f(
+        True, "Edges send messages and IQs for a full JID straight to the recipient's edge"
+    )
     # ---- REST admin API ----
     admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
     admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")

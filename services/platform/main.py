@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xmppd: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level, settings.log_json)
+    from .gctune import tune
+
     coro: Coroutine[Any, Any, None]
     if args.mode == "embedded":
         from .embedded import EmbeddedServer
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..cluster.roles import ROLES
 
         coro = ROLES[args.mode](settings)
+    tune(settings.gc_threshold)
     try:
         import uvloop
     except ImportError:

@@ -20,6 +20,8 @@ dashboards and the alert rules:
 ``xmppd_stanzas_out_total{kind}``           stanzas written to clients (same kinds)
 ``xmppd_routing_latency_seconds``           edge to edge: sender's edge parsed the stanza →
                                             recipient's edge wrote it (see ``Envelope.t0``)
+``xmppd_direct_deliveries_total{outcome}``  stanzas an edge sent straight to the recipient's
+                                            edge (cluster); failure: handed to a router after
 ``xmppd_grpc_call_seconds{method}``         gRPC client call latency (cluster)
 ``xmppd_grpc_errors_total{method,code}``    gRPC calls that failed, by status code (cluster)
 ``xmppd_redis_latency_seconds{op}``         Redis command latency (cluster)
@@ -119,6 +121,7 @@ METRIC_NAMES = (
     "xmppd_stanzas_in_total",
     "xmppd_stanzas_out_total",
     "xmppd_routing_latency_seconds",
+    "xmppd_direct_deliveries_total",
     "xmppd_grpc_call_seconds",
     "xmppd_grpc_errors_total",
     "xmppd_redis_latency_seconds",
@@ -201,6 +204,15 @@ class Metrics:
             registry=r,
         )
         self._route_observe = self.routing_latency.observe
+        direct = Counter(
+            "xmppd_direct_deliveries",
+            "Stanzas an edge sent straight to the recipient's edge; failure: the session"
+            " was gone and a router took the stanza",
+            ["outcome"],
+            registry=r,
+        )
+        self.direct_ok = direct.labels("success")
+        self.direct_failed = direct.labels("failure")
         self.grpc_call = Histogram(
             "xmppd_grpc_call_seconds",
             "gRPC client call latency by method",
@@ -411,7 +423,7 @@ class ServerStats:
             storage = self.storage
             self.registered = {h: await storage.count_accounts(h) for h in self.hosts}
         if self.sessions is not None:
-            self.online = len({s.jid.bare for s in await self.sessions.all()})
+            self.online = await self.sessions.online_users()
         if self.db is not None and time.monotonic() - self._last_recount >= self.recount_every:
             db = self.db
             await self.metrics.recount_offline(lambda: count_offline_messages(db))

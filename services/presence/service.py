@@ -287,10 +287,11 @@ class PresenceService:
         s.available = True
         s.presence = etree.tostring(pres, with_tail=False)
         await self.router.sessions.update(s)
-        await self._broadcast(full, pres, include=full)
+        roster = await self._roster(full.bare)  # read once for all three below
+        await self._broadcast(full, pres, include=full, roster=roster)
         if first:
-            await self._probe_contacts(full)
-            await self._redeliver_pending(full)
+            await self._probe_contacts(full, roster)
+            await self._redeliver_pending(full, roster)
         if s.priority >= 0 and not flushed:
             # XEP-0160: offline messages go to the first non-negative available resource
             await self.router.offline.flush(full)
@@ -309,12 +310,18 @@ class PresenceService:
         sent = await self._broadcast(full, pres, include=full) if was_available else set()
         await self._directed_unavailable(full, pres, directed, sent)
 
-    async def _broadcast(self, full: JID, pres: etree._Element, include: JID | None) -> set[JID]:
+    async def _broadcast(
+        self,
+        full: JID,
+        pres: etree._Element,
+        include: JID | None,
+        roster: list[RosterItem] | None = None,
+    ) -> set[JID]:
         """Send to contacts with from/both and to the user's available resources
         (plus ``include``, the sender, RFC 6121 4.2.2/4.4.2). Returns the contacts."""
         user = full.bare
         sent: set[JID] = set()
-        for item in await self._roster(user):
+        for item in roster if roster is not None else await self._roster(user):
             if not _has_from(item):
                 continue
             contact = _jid(item.jid)
@@ -338,10 +345,10 @@ class PresenceService:
                 continue
             await self._send(_readdress(pres, full, target), full, target)
 
-    async def _probe_contacts(self, full: JID) -> None:
+    async def _probe_contacts(self, full: JID, roster: list[RosterItem]) -> None:
         """RFC 6121 4.3: presence of the contacts the user is subscribed to."""
         user = full.bare
-        for item in await self._roster(user):
+        for item in roster:
             if not _has_to(item):
                 continue
             contact = _jid(item.jid)
@@ -354,9 +361,9 @@ class PresenceService:
                 probe = st.make("presence", to=contact, frm=user, type_="probe")
                 await self._send(probe, user, contact)
 
-    async def _redeliver_pending(self, full: JID) -> None:
+    async def _redeliver_pending(self, full: JID, roster: list[RosterItem]) -> None:
         """RFC 6121 3.1.3: unanswered subscription requests, on each login."""
-        for item in await self._roster(full.bare):
+        for item in roster:
             if item.pending_in and item.pending_in_stanza is not None:
                 await self.router.deliver(full, item.pending_in_stanza)
 
@@ -479,9 +486,8 @@ class PresenceService:
             await self.router.deliver(s.jid, env.data)
 
     async def _answer_probe(self, user: JID, prober: JID, reply_to: JID) -> None:
-        """RFC 6121 4.3.2 and XEP-0256: answer for ``user`` if ``prober`` is subscribed."""
-        if not await self.router.user_exists(user):
-            return
+        """RFC 6121 4.3.2 and XEP-0256: answer for ``user`` if ``prober`` is subscribed.
+        (No account, no roster: a user that does not exist answers nothing.)"""
         item = await self._get_item(user, prober.bare)
         if not _has_from(item) or await self._blocked(user, prober):
             return

@@ -55,3 +55,6 @@ class LocalRegistry:
 
     async def count(self) -> int:
         return self._count
+
+    async def online_users(self) -> int:
+        return len(self._by_bare)

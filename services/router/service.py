@@ -193,6 +193,30 @@ class RouterService:
             return
         await self._message_to_bare(env)
 
+    async def direct_link(self, env: Envelope) -> EdgeLink | None:
+        """The edge holding the session a client's stanza is addressed to, when
+        delivering it there is all the rules of :meth:`_route` would do: a
+        message or IQ to a full JID of a local user with a bound session, and
+        no block list in the way. None means the stanza needs the full rules
+        (presence, bare JIDs, the server, absent sessions, blocking)."""
+        to = env.to
+        if (
+            env.kind == "presence"
+            or to.resource is None
+            or to.local is None
+            or not self.is_local(to.domain)
+        ):
+            return None
+        try:
+            if await self._blocked(env):
+                return None
+        except StanzaError:
+            return None
+        s = await self.sessions.get(to)
+        if s is None:
+            return None
+        return await self.edge(s.node)
+
     async def _blocked(self, env: Envelope) -> bool:
         """XEP-0191 section 3.4/3.5: blocked in either direction."""
         frm, to = env.frm, env.to

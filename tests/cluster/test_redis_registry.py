@@ -1,0 +1,136 @@
+"""The Redis session registry against the machine's real Redis, each test under
+its own key prefix (removed afterwards). Not marked slow: no processes start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from services.cluster.events import EventBus
+from services.cluster.redis_registry import RedisRegistry
+from services.router.interface import Session
+from services.xmpp.jid import JID
+
+REDIS_URL = os.environ.get("XMPPD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest_asyncio.fixture
+async def redis() -> AsyncIterator[tuple[Any, str]]:
+    r = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await r.ping()
+    except (OSError, aioredis.ConnectionError) as exc:
+        await r.aclose()
+        message = f"no Redis at {REDIS_URL}: {exc}"
+        if os.environ.get("XMPPD_REQUIRE_POSTGRES") == "1":  # CI: backends must be there
+            pytest.fail(message)
+        pytest.skip(message)
+    prefix = f"xmppd-test-{secrets.token_hex(4)}:"
+    try:
+        yield r, prefix
+    finally:
+        keys = [k async for k in r.scan_iter(match=prefix + "*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+
+
+class CountingRedis:
+    """The real client, counting the commands that reach Redis."""
+
+    def __init__(self, r: Any) -> None:
+        self._r = r
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._r, name)
+        if name in ("hget", "hgetall", "get"):
+
+            async def counted(*a: Any, **kw: Any) -> Any:
+                self.calls.append(name)
+                return await attr(*a, **kw)
+
+            return counted
+        return attr
+
+
+def _session(jid: str, node: str = "edge1", sid: str = "s1") -> Session:
+    return Session(jid=JID.parse(jid), node=node, sid=sid, available=True)
+
+
+async def _wait(pred: Any, timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+async def test_online_users_counts_bare_jids(redis: tuple[Any, str]) -> None:
+    r, prefix = redis
+    reg = RedisRegistry(r, prefix)
+    await reg.add(_session("a@localhost/one"))
+    await reg.add(_session("a@localhost/two"))
+    await reg.add(_session("b@localhost/one"))
+    await reg.add(_session("b@localhost/one", sid="s2"))  # a replacement: no new user
+    assert await reg.count() == 3
+    assert await reg.online_users() == 2
+    await reg.remove(JID.parse("a@localhost/one"))
+    assert await reg.online_users() == 2
+    await reg.remove(JID.parse("a@localhost/two"), sid="other")  # not that stream: kept
+    assert await reg.online_users() == 2
+    await reg.remove(JID.parse("a@localhost/two"))
+    await reg.remove(JID.parse("a@localhost/two"))  # twice: no double decrement
+    assert await reg.online_users() == 1
+    assert await reg.count() == 1
+    await reg.remove(JID.parse("b@localhost/one"))
+    assert (await reg.online_users(), await reg.count()) == (0, 0)
+
+
+async def test_full_jid_lookups_hit_redis_once_per_user(redis: tuple[Any, str]) -> None:
+    """Routing to a full JID used to cost a Redis round trip per stanza."""
+    r, prefix = redis
+    counting = CountingRedis(r)
+    bus = EventBus(r, prefix, "router-a")
+    reg = RedisRegistry(counting, prefix)
+    reg.attach_bus(bus)
+    await bus.start()
+    other_bus = EventBus(r, prefix, "router-b")
+    other = RedisRegistry(r, prefix)
+    other.attach_bus(other_bus)
+    try:
+        await other.add(_session("c@localhost/phone"))
+        await other.add(_session("c@localhost/desk", node="edge2"))
+        for _ in range(50):
+            s = await reg.get(JID.parse("c@localhost/desk"))
+            assert s is not None and s.node == "edge2"
+        assert await reg.get(JID.parse("c@localhost/gone")) is None
+        assert len(await reg.resources(JID.parse("c@localhost"))) == 2
+        assert counting.calls == ["hgetall"]
+
+        # a change made by another process drops the entry here
+        await other.remove(JID.parse("c@localhost/desk"))
+        await _wait(lambda: JID.parse("c@localhost") not in reg._cache)
+        assert await reg.get(JID.parse("c@localhost/desk")) is None
+        assert (await reg.get(JID.parse("c@localhost/phone"))) is not None
+        assert counting.calls == ["hgetall", "hgetall"]
+    finally:
+        await bus.stop()
+
+
+async def test_without_a_bus_nothing_is_cached(redis: tuple[Any, str]) -> None:
+    """No invalidation, no cache: every lookup asks Redis."""
+    r, prefix = redis
+    counting = CountingRedis(r)
+    reg = RedisRegistry(counting, prefix)
+    await reg.add(_session("d@localhost/x"))
+    assert await reg.get(JID.parse("d@localhost/x")) is not None
+    await reg.remove(JID.parse("d@localhost/x"))
+    assert await reg.get(JID.parse("d@localhost/x")) is None
+    assert counting.calls == ["hget", "hget"]
