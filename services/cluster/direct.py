@@ -61,10 +61,12 @@ class DirectRouter:
             len(s) for s in self._falling.values()
         )
 
-    async def bind(self, s: Session) -> None:
-        await self.remote.bind(s)
-        # the user's block list, so their first stanza waits on no storage call
-        await self.local.blocks.get(s.jid)
+    async def bind(self, s: Session) -> frozenset[str]:
+        # the router loaded the user's block list: keep it, so the first
+        # stanza waits on no storage call and storage is asked once per login
+        blocked: frozenset[str] = await self.remote.bind(s)
+        self.local.blocks.prime(s.jid, blocked)
+        return blocked
 
     async def unbind(self, jid: JID, sid: str) -> None:
         await self.remote.unbind(jid, sid)

@@ -61,9 +61,9 @@ class RouterServicer(CallServicer):
         self.router = router
         self.directory = directory
 
-    async def bind(self, s: Session) -> None:
+    async def bind(self, s: Session) -> frozenset[str]:
         await self.directory.ensure(s.node)
-        await self.router.bind(s)
+        return frozenset(await self.router.bind(s))
 
     async def unbind(self, jid: JID, sid: str) -> None:
         await self.router.unbind(jid, sid)
@@ -213,8 +213,8 @@ class RouterClient:
         else:
             self._by_sender.pop(frm, None)
 
-    async def bind(self, s: Session) -> None:
-        await self._control.bind(s)
+    async def bind(self, s: Session) -> frozenset[str]:
+        return frozenset(await self._control.bind(s) or ())
 
     async def unbind(self, jid: JID, sid: str) -> None:
         await self._control.unbind(jid, sid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +19,7 @@ import grpc
 
 from ..storage.store import UnknownAccountError
 from ..xmpp.errors import StanzaCondition, StanzaError, StreamCondition, StreamError
+from ..xmpp.jid import JID
 from . import codec
 from .protogen import load
 
@@ -116,11 +118,28 @@ class Channels:
         self._channels.clear()
 
 
+def affinity(args: tuple[Any, ...], replicas: int) -> int:
+    """The replica index for a call's arguments: by the user it is about (a
+    Session's or Envelope's JID, a JID, or leading strings such as host and
+    username), the same for the same user."""
+    if replicas <= 1 or not args:
+        return 0
+    first = args[0]
+    jid = getattr(first, "jid", None) or getattr(first, "frm", None) or first
+    if isinstance(jid, JID):
+        key = str(jid.bare)
+    else:
+        key = "/".join(a for a in args[:2] if isinstance(a, str))
+    return zlib.crc32(key.encode()) % replicas
+
+
 class RemoteProxy:
     """Calls a service's methods on any of its replicas, with failover.
 
-    ``key`` (optional, per call) picks a preferred replica so related calls
-    land on the same one; the others are tried in order when it is down.
+    The first argument picks the preferred replica (:func:`affinity`): the
+    user a call is about, so calls about one user land on one replica, in
+    order, and different users spread over all of them. The others are tried
+    in order when it is down.
     """
 
     def __init__(
@@ -152,7 +171,7 @@ class RemoteProxy:
             method=method, args=codec.dumps({"args": list(args), "kwargs": kwargs}), version=1
         )
         deadline = time.monotonic() + self._failover_for
-        attempt = 0
+        attempt = affinity(args, len(self._addresses))
         while True:
             addr = self._addresses[attempt % len(self._addresses)]
             stub = self._stub_cls(self._channels.get(addr))

@@ -162,9 +162,8 @@ class C2SConnection(asyncio.Protocol):
     async def _on_need_credentials(self, ev: c2s.NeedCredentials) -> None:
         host = self.stream.host or self.edge.settings.default_host
         storage = self.edge.storage
-        acct = await storage.get_account(host, ev.username)
-        creds = await storage.get_credentials(host, ev.username, ev.hash_name) if acct else None
-        self.stream.provide_credentials(creds, disabled=bool(acct and acct.disabled))
+        creds, disabled = await storage.get_login(host, ev.username, ev.hash_name)
+        self.stream.provide_credentials(creds, disabled=disabled)
 
     async def _on_bind(self, ev: c2s.BindRequest) -> None:
         host = self.stream.host or self.edge.settings.default_host

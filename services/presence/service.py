@@ -346,8 +346,10 @@ class PresenceService:
             await self._send(_readdress(pres, full, target), full, target)
 
     async def _probe_contacts(self, full: JID, roster: list[RosterItem]) -> None:
-        """RFC 6121 4.3: presence of the contacts the user is subscribed to."""
+        """RFC 6121 4.3: presence of the contacts the user is subscribed to.
+        Local contacts' rosters and last activity come in one storage query."""
         user = full.bare
+        known: dict[JID, tuple[RosterItem, LastActivity | None]] | None = None
         for item in roster:
             if not _has_to(item):
                 continue
@@ -356,7 +358,16 @@ class PresenceService:
                 continue
             if self.router.is_local(contact.domain):
                 if contact.local is not None:
-                    await self._answer_probe(contact, user, full)
+                    if known is None:
+                        known = {
+                            JID.make(username, host, None): (it, last)
+                            for host, username, it, last in (
+                                await self.router.storage.roster_entries_for(str(user))
+                            )
+                        }
+                    await self._answer_probe(
+                        contact, user, full, known.get(contact.bare, (None, None))
+                    )
             else:
                 probe = st.make("presence", to=contact, frm=user, type_="probe")
                 await self._send(probe, user, contact)
@@ -467,6 +478,12 @@ class PresenceService:
         to, frm, typ = env.to, env.frm, env.type
         if to.local is None or not self.router.is_local(to.domain):
             return  # presence to the server itself: nothing handles it (yet)
+        if (typ is None or typ == "unavailable") and not await self.router.sessions.resources(
+            to.bare
+        ):
+            # plain presence only ever goes to sessions: none, nothing to do,
+            # and no account lookup (a login broadcasts to every contact)
+            return
         if not await self.router.user_exists(to):
             return  # RFC 6121 8.5.1: silently ignored
         user = to.bare
@@ -485,10 +502,17 @@ class PresenceService:
         for s in await self._available_sessions(user):
             await self.router.deliver(s.jid, env.data)
 
-    async def _answer_probe(self, user: JID, prober: JID, reply_to: JID) -> None:
+    async def _answer_probe(
+        self,
+        user: JID,
+        prober: JID,
+        reply_to: JID,
+        known: tuple[RosterItem | None, LastActivity | None] | None = None,
+    ) -> None:
         """RFC 6121 4.3.2 and XEP-0256: answer for ``user`` if ``prober`` is subscribed.
-        (No account, no roster: a user that does not exist answers nothing.)"""
-        item = await self._get_item(user, prober.bare)
+        (No account, no roster: a user that does not exist answers nothing.)
+        ``known``: ``user``'s roster item for the prober and last activity, read already."""
+        item = await self._get_item(user, prober.bare) if known is None else known[0]
         if not _has_from(item) or await self._blocked(user, prober):
             return
         sessions = [s for s in await self._available_sessions(user) if s.presence is not None]
@@ -498,7 +522,10 @@ class PresenceService:
         if sessions:
             return
         assert user.local is not None
-        last = await self.router.storage.get_last_activity(user.domain, user.local)
+        if known is None:
+            last = await self.router.storage.get_last_activity(user.domain, user.local)
+        else:
+            last = known[1]
         if last is not None:
             await self._send(last_unavailable(user, reply_to, last), user, reply_to)
 

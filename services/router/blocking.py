@@ -24,6 +24,10 @@ class BlockCache:
             self._cache[bare] = got
         return got
 
+    def prime(self, user: JID, items: frozenset[str]) -> None:
+        """Take a list another process just loaded (a router, at bind)."""
+        self._cache[user.bare] = items
+
     def invalidate(self, user: JID) -> None:
         self.forget(user)
         for hook in self.on_invalidate:

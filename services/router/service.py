@@ -104,9 +104,12 @@ class RouterService:
 
     # ---- sessions --------------------------------------------------------
 
-    async def bind(self, s: Session) -> None:
-        # load the block list now, so the user's first stanza waits on no query
-        await self.blocks.get(s.jid)
+    async def bind(self, s: Session) -> frozenset[str]:
+        """Register a bound session, replacing an older one of the same full JID.
+        Returns the user's block list: loaded now, so the first stanza waits on
+        no query, and handed back so an edge routing on its own (one-hop
+        delivery) need not ask storage for it again."""
+        blocked = await self.blocks.get(s.jid)
         old = await self.sessions.add(s)
         old_edge = await self.edge(old.node) if old is not None else None
         if old is not None and old_edge is not None:
@@ -114,6 +117,7 @@ class RouterService:
             await old_edge.close_session(old.jid, "conflict", "replaced by new connection")
             if self.presence is not None:
                 await self.presence.session_gone(old, replaced=True)
+        return blocked
 
     async def unbind(self, jid: JID, sid: str) -> None:
         s = await self.sessions.remove(jid, sid)

@@ -240,6 +240,34 @@ class Store:
             server_key=bytes(server_key),
         )
 
+    async def get_login(
+        self, host: str, username: str, hash_name: str
+    ) -> tuple[ScramCredentials | None, bool]:
+        """The account's credentials for one hash and whether it is disabled, in
+        one query: a login over gRPC made two storage calls for this."""
+        row = await self.db.fetchrow(
+            "SELECT a.disabled, c.hash_name, c.salt, c.iterations, c.stored_key, c.server_key"
+            " FROM accounts a LEFT JOIN scram_credentials c"
+            " ON c.host = a.host AND c.username = a.username AND c.hash_name = $3"
+            " WHERE a.host = $1 AND a.username = $2",
+            host,
+            username,
+            hash_name,
+        )
+        if row is None:
+            return None, False
+        disabled, name, salt, iterations, stored_key, server_key = row
+        if name is None:
+            return None, bool(disabled)
+        creds = ScramCredentials(
+            hash_name=name,
+            salt=bytes(salt),
+            iterations=int(iterations),
+            stored_key=bytes(stored_key),
+            server_key=bytes(server_key),
+        )
+        return creds, bool(disabled)
+
     async def set_credentials(
         self, host: str, username: str, creds: list[ScramCredentials]
     ) -> bool:
@@ -311,6 +339,23 @@ class Store:
         )
         return None if row is None else _roster_item(row)
 
+    async def roster_entries_for(
+        self, jid: str
+    ) -> list[tuple[str, str, RosterItem, LastActivity | None]]:
+        cols = ", ".join(f"r.{c.strip()}" for c in _ROSTER_COLUMNS.split(","))
+        rows = await self.db.fetch(
+            f"SELECT r.host, r.username, {cols}, la.stamp, la.status FROM roster_items r"
+            " LEFT JOIN last_activity la ON la.host = r.host AND la.username = r.username"
+            " WHERE r.jid = $1",
+            jid,
+        )
+        out = []
+        for row in rows:
+            host, username, *item, stamp, status = row
+            last = None if stamp is None else LastActivity(stamp=float(stamp), status=status)
+            out.append((host, username, _roster_item(tuple(item)), last))
+        return out
+
     async def put_roster_item(self, host: str, username: str, item: RosterItem) -> int:
         async with self.db.transaction() as tx:
             version = await self._bump_roster_version(tx, host, username)
@@ -369,13 +414,13 @@ class Store:
         return int(n)
 
     async def pop_offline(self, host: str, username: str) -> list[OfflineMessage]:
-        async with self.db.transaction() as tx:
-            rows = await tx.fetch(
-                "DELETE FROM offline_messages WHERE host = $1 AND username = $2"
-                " RETURNING id, stanza, stamp",
-                host,
-                username,
-            )
+        # one statement is atomic on its own: no BEGIN/COMMIT round trips
+        rows = await self.db.fetch(
+            "DELETE FROM offline_messages WHERE host = $1 AND username = $2"
+            " RETURNING id, stanza, stamp",
+            host,
+            username,
+        )
         messages = [OfflineMessage(int(i), bytes(s), float(t)) for i, s, t in rows]
         messages.sort(key=lambda m: m.id)
         return messages

@@ -72,6 +72,7 @@ class Routers:
     def __init__(self) -> None:
         self.routed: list[Envelope] = []
         self.busy_senders: set[JID] = set()
+        self.block_lists: dict[JID, frozenset[str]] = {}  # what the router's bind returns
         self.features = "the remote's features"
 
     async def route(self, env: Envelope, trusted: bool = False) -> None:
@@ -80,8 +81,8 @@ class Routers:
     def busy(self, sender: JID) -> bool:
         return sender in self.busy_senders
 
-    async def bind(self, s: Session) -> None:
-        pass
+    async def bind(self, s: Session) -> frozenset[str]:
+        return self.block_lists.get(s.jid.bare, frozenset())
 
     async def unbind(self, jid: JID, sid: str) -> None:
         pass
@@ -227,6 +228,14 @@ async def test_a_block_command_drops_the_senders_cached_list(world: World) -> No
     await world.route(ALICE, msg(BOB))  # no event bus here: only the forget can stop it
     assert len(world.other.sent) == 1
     assert [e.kind for e in world.remote.routed] == ["iq", "message"]
+
+
+async def test_binding_keeps_the_block_list_the_router_loaded(world: World) -> None:
+    """No second storage read per login: the router's answer fills the cache."""
+    world.remote.block_lists[ALICE.bare] = frozenset({str(BOB.bare)})
+    assert await world.direct.bind(Session(ALICE, node="edge-a", sid="a2")) == {str(BOB.bare)}
+    await world.route(ALICE, msg(BOB))  # storage has no block list: only the primed one stops it
+    assert world.other.sent == [] and len(world.remote.routed) == 1
 
 
 async def test_other_attributes_are_the_remote_routers(world: World) -> None:

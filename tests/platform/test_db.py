@@ -225,6 +225,23 @@ async def test_postgres_pool_size_parameters() -> None:
             await db.close()
 
 
+async def test_postgres_pool_skips_the_reset_query_but_not_the_rollback() -> None:
+    """Released connections keep their session (no RESET ALL round trip), and a
+    transaction left open is still rolled back before the next user."""
+    async with temp_pg_database() as url:
+        db = await open_database(url + "?min_size=1&max_size=1")
+        try:
+            await db.execute("SET application_name = 'kept'")
+            assert await db.fetchval("SHOW application_name") == "kept"
+            await db.execute("CREATE TABLE t (x INT)")
+            async with db._pool.acquire() as conn:  # type: ignore[attr-defined]
+                await conn.execute("BEGIN")  # left open on release
+                await conn.execute("INSERT INTO t VALUES (1)")
+            assert await db.fetchval("SELECT count(*) FROM t") == 0
+        finally:
+            await db.close()
+
+
 # --------------------------------------------------------------------- migrations
 
 

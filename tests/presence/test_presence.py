@@ -441,6 +441,39 @@ async def test_probe_answers_with_last_activity(world: World) -> None:
     assert p.findtext(ns.q(ns.CLIENT, "status")) == "gone fishing"
 
 
+async def test_login_probes_take_one_storage_query(world: World) -> None:
+    """Fifty contacts online and offline: their rosters and last activity come
+    in one query, not a roster lookup (and a last-activity lookup) each."""
+    alice = await world.account("alice")
+    online: list[JID] = []
+    for i in range(50):
+        c = await world.account(f"c{i}")
+        await _mutual(world, alice, c, "both", "both")
+        if i % 2:
+            online.append(await world.online(f"{c}/r"))
+        else:
+            await world.store.set_last_activity(HOST, f"c{i}", time.time() - 60, None)
+    calls: list[str] = []
+    store = world.router.storage
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            calls.append(name)
+            return getattr(store, name)
+
+    world.router.storage = Counting()  # type: ignore[assignment]
+    world.clear()
+    a = await world.online(f"{alice}/pc")
+    world.router.storage = store
+    assert calls.count("roster_entries_for") == 1
+    assert "get_roster_item" not in calls and "get_last_activity" not in calls
+    assert "get_account" not in calls  # the broadcast skips contacts with no session
+    got = world.presences(a, "*")
+    available = {p.get("from") for p in got if p.get("type") is None} - {str(a)}
+    assert available == {str(j) for j in online}
+    assert len([p for p in got if p.get("type") == "unavailable"]) == 25
+
+
 async def test_probe_to_remote_contact(world: World) -> None:
     alice = await world.account("alice")
     await world.put(alice, RosterItem(jid=REMOTE_CONTACT, subscription="both"))

@@ -95,6 +95,19 @@ async def test_credentials(store: Store) -> None:
     assert await store.get_credentials(H, "nobody", "SHA-256") is None
 
 
+async def test_get_login(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds("SHA-1", 1), creds("SHA-256", 2)])
+    assert await store.create_account(OTHER_HOST, "alice", [creds("SHA-1", 7)])
+    assert await store.get_login(H, "alice", "SHA-256") == (creds("SHA-256", 2), False)
+    assert await store.get_login(H, "alice", "SHA-1") == (creds("SHA-1", 1), False)
+    assert await store.get_login(OTHER_HOST, "alice", "SHA-1") == (creds("SHA-1", 7), False)
+    assert await store.get_login(H, "alice", "SHA-512") == (None, False)
+    assert await store.get_login(H, "nobody", "SHA-1") == (None, False)
+    assert await store.set_disabled(H, "alice", True)
+    assert await store.get_login(H, "alice", "SHA-1") == (creds("SHA-1", 1), True)
+    assert await store.get_login(H, "alice", "SHA-512") == (None, True)
+
+
 async def test_disable(store: Store) -> None:
     assert await store.create_account(H, "alice", [creds()])
     assert await store.set_disabled(H, "alice", True)
@@ -226,6 +239,25 @@ async def test_roster(store: Store) -> None:
     # rosters are per user
     assert await store.create_account(H, "dave", [creds()])
     assert await store.get_roster(H, "dave") == (0, [])
+
+
+async def test_roster_entries_for(store: Store) -> None:
+    for name in ("alice", "bob", "carol"):
+        assert await store.create_account(H, name, [])
+    assert await store.create_account(OTHER_HOST, "dave", [])
+    alice = f"alice@{H}"
+    await store.put_roster_item(H, "bob", RosterItem(jid=alice, subscription="from"))
+    await store.put_roster_item(OTHER_HOST, "dave", RosterItem(jid=alice, subscription="both"))
+    await store.put_roster_item(H, "carol", RosterItem(jid=f"bob@{H}", subscription="to"))
+    await store.set_last_activity(H, "bob", 1234.5, "away")
+    got = {(h, u): (i, last) for h, u, i, last in await store.roster_entries_for(alice)}
+    assert {k: (i.jid, i.subscription) for k, (i, _) in got.items()} == {
+        (H, "bob"): (alice, "from"),
+        (OTHER_HOST, "dave"): (alice, "both"),
+    }
+    assert got[(H, "bob")][1] == LastActivity(stamp=1234.5, status="away")
+    assert got[(OTHER_HOST, "dave")][1] is None
+    assert await store.roster_entries_for(f"nobody@{H}") == []
 
 
 async def test_roster_unknown_account(store: Store) -> None:
