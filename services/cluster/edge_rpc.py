@@ -25,14 +25,49 @@ class EdgeServicer(CallServicer):
         super().__init__(edge, ("close_session",))
         self.edge = edge
 
+    #: acknowledgements wait this long for more batches to acknowledge with
+    #: them: at a low rate every stanza is a batch of its own, and an ack per
+    #: stanza was one of the four gRPC messages each stanza cost. Delivery
+    #: itself never waits for this.
+    ACK_DELAY = 0.002
+
     async def Deliver(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
-        async for batch in request_iterator:
-            seqs: list[int] = []
-            oks: list[bool] = []
-            for d in batch.items:
-                seqs.append(d.seq)
-                oks.append(await self.edge.deliver(JID.parse(d.jid), d.data))
-            yield pb2.DeliveryAck(seqs=seqs, ok=oks)
+        done: asyncio.Queue[tuple[list[int], list[bool]] | None] = asyncio.Queue()
+
+        async def deliver_all() -> None:
+            try:
+                async for batch in request_iterator:
+                    seqs: list[int] = []
+                    oks: list[bool] = []
+                    for d in batch.items:
+                        seqs.append(d.seq)
+                        oks.append(await self.edge.deliver(JID.parse(d.jid), d.data))
+                    done.put_nowait((seqs, oks))
+            finally:
+                done.put_nowait(None)
+
+        task = asyncio.get_running_loop().create_task(deliver_all())
+        try:
+            while True:
+                first = await done.get()
+                if first is None:
+                    return
+                await asyncio.sleep(self.ACK_DELAY)
+                seqs, oks = first
+                batches, ended = 1, False
+                while not done.empty():
+                    more = done.get_nowait()
+                    if more is None:
+                        ended = True
+                        break
+                    seqs += more[0]
+                    oks += more[1]
+                    batches += 1
+                yield pb2.DeliveryAck(seqs=seqs, ok=oks, batches=batches)
+                if ended:
+                    return
+        finally:
+            task.cancel()
 
 
 class EdgeClient:
@@ -46,7 +81,7 @@ class EdgeClient:
     #: stream is reset (the edge is hung or gone)
     ACK_TIMEOUT = 10.0
     #: batches written to the stream and not acknowledged yet, at most
-    BATCHES_IN_FLIGHT = 2
+    BATCHES_IN_FLIGHT = 4
 
     def __init__(self, node_id: str, address: str, channels: Channels) -> None:
         self.node_id = node_id
@@ -128,7 +163,7 @@ class EdgeClient:
     async def _read(self, call: Any) -> None:
         try:
             async for ack in call:
-                self._batches -= 1
+                self._batches -= ack.batches or 1
                 self._acked.set()
                 waiting = self._waiting
                 for seq, ok in zip(ack.seqs, ack.ok, strict=True):
