@@ -71,7 +71,7 @@ async def test_deliveries_arrive_in_order_and_every_batch_is_acknowledged(link) 
 
 
 async def test_a_session_not_there_is_reported(link) -> None:
-    client, edge = link
+    client, _ = link
     ok = await client.deliver(JID.parse("bob@example.com/desk"), b"<m/>")
     gone = await client.deliver(JID.parse("carol@example.com/x"), b"<m/>")
     assert (ok, gone) == (True, False)
