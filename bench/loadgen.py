@@ -1089,9 +1089,23 @@ def _r(x: float, nd: int = 2) -> float:
     return round(float(x), nd)
 
 
-def _settle(seconds: float) -> None:
-    """Let the server finish what the previous phase left (closing sessions)."""
+def _settle(seconds: float, probe: Probe | None = None, quiet: float = 0.1) -> None:
+    """Let the server finish what the previous phase left (closing sessions):
+    ``seconds`` at least, then until the server uses under ``quiet`` of a core
+    over half a second (30 s at most). A fixed pause was not enough for the
+    cluster: ending 2,000 idle sessions (unbind, presence, last activity over
+    gRPC) ran into the next scenario's measurement."""
     time.sleep(seconds)
+    if probe is None:
+        return
+    deadline = time.monotonic() + 30.0
+    before = _server_cpu(probe)[0]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _server_cpu(probe)[0]
+        if now - before < quiet * 0.5:
+            return
+        before = now
 
 
 # ----------------------------------------------------------------- scenarios
@@ -1107,7 +1121,7 @@ def login_storm(
     settle: float = 1.0,
 ) -> dict[str, Any]:
     """Connect + STARTTLS + SASL + bind + initial presence for every user."""
-    _settle(settle)
+    _settle(settle, probe)
     (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
     r = lg.login(users, mech, concurrency, "lg-login")
     (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
@@ -1234,7 +1248,7 @@ def messages(
     """Clients in pairs. First every client sends its partner one message and
     all are awaited (first-message latency: per-user caches warm up here);
     then a closed-loop phase, then a fixed-rate phase on the same sessions."""
-    _settle(settle)
+    _settle(settle, probe)
     r = lg.login(users, mech, concurrency, "lg-msg", pairs=True)
     out: dict[str, Any] = {
         "scenario": "messages",
@@ -1252,7 +1266,7 @@ def messages(
     if closed_s > 0:
         out["closed"] = _message_phase(lg, probe, "closed", warmup, closed_s, window, 0.0, drain)
     if rate_s > 0 and rate > 0:
-        _settle(settle)
+        _settle(settle, probe)
         out["rate"] = _message_phase(lg, probe, "rate", warmup, rate_s, window, rate, drain)
     lg.close_all()
     return out
@@ -1269,10 +1283,10 @@ def idle(
     settle: float = 2.0,
 ) -> dict[str, Any]:
     """Hold C sessions; server RSS delta per connection and idle CPU."""
-    _settle(settle)
+    _settle(settle, probe)
     rss0, mem0 = _server_rss(probe)
     r = lg.login(users, mech, concurrency, "lg-idle")
-    _settle(settle)
+    _settle(settle, probe)
     cpu0, parts0 = _server_cpu(probe)
     time.sleep(hold_s)
     cpu1, parts1 = _server_cpu(probe)
@@ -1313,13 +1327,13 @@ def login_hold(
     server CPU per login, then memory per connection and idle CPU with all of
     them held. The edge-scaling scenario runs it with the same users on one
     edge, then spread over two (``ports``)."""
-    _settle(settle)
+    _settle(settle, probe)
     rss0, mem0 = _server_rss(probe)
     (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
     r = lg.login(users, mech, concurrency, "lg-hold", ports=ports)
     (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
     wall = max(1e-9, r["end"] - r["start"])
-    _settle(settle)
+    _settle(settle, probe)
     cpu2, parts2 = _server_cpu(probe)
     time.sleep(hold_s)
     cpu3, parts3 = _server_cpu(probe)
@@ -1371,7 +1385,7 @@ def presence_storm(
 ) -> dict[str, Any]:
     """Users whose rosters hold ``contacts[i]`` mutual contacts log in (roster get +
     initial presence); done when every user has seen every contact's presence."""
-    _settle(settle)
+    _settle(settle, probe)
     t0 = time.monotonic()
     (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
     # expect: every contact's presence plus the user's own

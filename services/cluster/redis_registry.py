@@ -60,6 +60,8 @@ return 1
 
 
 class RedisRegistry:
+    consistent_reads = False
+
     def __init__(self, redis: Any, prefix: str, metrics: Any = None) -> None:
         self.redis = redis
         self.metrics = metrics
@@ -140,7 +142,10 @@ class RedisRegistry:
             await self._changed(jid.bare)
         return codec.loads(cur) if cur else None
 
-    async def update(self, s: Session) -> None:
+    async def update(self, s: Session, broadcast: bool = False) -> None:
+        # broadcast_seq is not kept: each process reads through a cache that
+        # the event bus refreshes a moment after a write, so consistent_reads
+        # is False and the presence service does not use it
         assert s.jid.resource is not None
         with self._timed("update"):
             await self._update(

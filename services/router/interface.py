@@ -67,12 +67,21 @@ class Session:
     started: float = 0.0
     ip: str = ""
     sid: str = ""  # the stream id: tells a session from its replacement
+    #: the registry's order of availability broadcasts (update(broadcast=True));
+    #: 0 where the registry does not keep one
+    broadcast_seq: int = 0
 
 
 class SessionRegistry(Protocol):
+    #: True when a read sees every write made before it, in any task: the
+    #: presence service may then rely on broadcast_seq (see PresenceService)
+    consistent_reads: bool
+
     async def add(self, s: Session) -> Session | None: ...  # returns a replaced session
     async def remove(self, jid: JID, sid: str | None = None) -> Session | None: ...
-    async def update(self, s: Session) -> None: ...  # persist changed fields of a bound session
+    # persist changed fields of a bound session; broadcast=True: the session is
+    # about to broadcast its presence, stamp broadcast_seq (where kept)
+    async def update(self, s: Session, broadcast: bool = False) -> None: ...
     async def get(self, jid: JID) -> Session | None: ...
     async def resources(self, bare: JID) -> list[Session]: ...
     async def all(self) -> list[Session]: ...

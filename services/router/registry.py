@@ -10,9 +10,13 @@ from .interface import Session
 
 
 class LocalRegistry:
+    #: one process, shared Session objects: a read sees every earlier write
+    consistent_reads = True
+
     def __init__(self) -> None:
         self._by_bare: dict[JID, dict[str, Session]] = {}
         self._count = 0
+        self._broadcasts = 0
 
     async def add(self, s: Session) -> Session | None:
         assert s.jid.resource is not None
@@ -37,8 +41,11 @@ class LocalRegistry:
             del self._by_bare[jid.bare]
         return s
 
-    async def update(self, s: Session) -> None:
+    async def update(self, s: Session, broadcast: bool = False) -> None:
         """Sessions are shared objects here: nothing to write back."""
+        if broadcast:
+            self._broadcasts += 1
+            s.broadcast_seq = self._broadcasts
 
     async def get(self, jid: JID) -> Session | None:
         res = self._by_bare.get(jid.bare)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -472,6 +474,44 @@ async def test_login_probes_take_one_storage_query(world: World) -> None:
     available = {p.get("from") for p in got if p.get("type") is None} - {str(a)}
     assert available == {str(j) for j in online}
     assert len([p for p in got if p.get("type") == "unavailable"]) == 25
+
+
+async def test_concurrent_logins_see_every_contact(world: World) -> None:
+    """Twelve users, all contacts of each other, log in at the same moment:
+    each gets every contact's presence, at most twice (when a contact's
+    broadcast started before the user was available and reached it anyway)."""
+    users = [await world.account(f"u{i}") for i in range(12)]
+    for u in users:
+        for v in users:
+            if u != v:
+                await world.put(u, RosterItem(jid=str(v), subscription="both"))
+    fulls = await asyncio.gather(*(world.online(f"{u}/r") for u in users))
+    for me in fulls:
+        seen = Counter(p.get("from") for p in world.presences(me, None) if p.get("from") != str(me))
+        assert set(seen) == {str(f) for f in fulls if f != me}, me
+        assert max(seen.values()) <= 2
+
+
+async def test_probe_not_answered_for_a_broadcast_that_reaches_the_prober(
+    world: World,
+) -> None:
+    """A contact that broadcast after the prober became available (a higher
+    broadcast_seq) reached it with that broadcast: no second copy. One that
+    broadcast before is answered as usual."""
+    alice = await world.account("alice")
+    bob = await world.account("bob")
+    await _mutual(world, alice, bob, "both", "both")
+    await world.online(f"{await world.account('carol')}/x")  # broadcast_seq 1
+    b = await world.online(f"{bob}/desk")
+    session = await world.router.sessions.get(b)
+    assert session is not None and session.broadcast_seq == 2
+    a = await world.bind(f"{alice}/pc")
+    item = await world.item(bob, alice)
+    world.clear()
+    await world.presence._answer_probe(bob, alice, a, (item, None), session.broadcast_seq - 1)
+    assert world.presences(a) == []
+    await world.presence._answer_probe(bob, alice, a, (item, None), session.broadcast_seq + 1)
+    assert [p.get("from") for p in world.presences(a)] == [str(b)]
 
 
 async def test_probe_to_remote_contact(world: World) -> None:
