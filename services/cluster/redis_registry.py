@@ -74,14 +74,24 @@ class RedisRegistry:
         # bare JID -> its sessions, kept while an event bus tells of changes
         self._cache: dict[JID, list[Session]] = {}
         self._bus: Any = None
+        self._caching = False
+        self._cache_gets = False
 
-    def attach_bus(self, bus: Any) -> None:
-        """Cache lookups; every change made anywhere is announced on ``bus``
-        and drops the entry in every process. A stanza routed in the moment
-        between a change and its announcement may see the old sessions: a
-        delivery to a session that is gone fails at its edge and falls back
-        (other resources, offline storage), so nothing is lost."""
+    def attach_bus(self, bus: Any, cache_gets: bool = True) -> None:
+        """Announce every change on ``bus``, and cache lookups, each entry
+        dropped when a change anywhere is announced. A stanza routed in the
+        moment between a change and its announcement may see the old
+        sessions: a delivery to a session that is gone fails at its edge and
+        falls back (other resources, offline storage), so nothing is lost;
+        a session or user the cache has none of is looked up again in Redis.
+
+        ``cache_gets=False``: :meth:`get` of one full JID always reads Redis.
+        The presence service reads a session, changes it and writes it back
+        (the write is refused if the stream id differs), so it must not start
+        from a cached copy of an older session."""
         self._bus = bus
+        self._caching = True
+        self._cache_gets = cache_gets
         bus.on("sess", self._on_change)
 
     def _on_change(self, ev: dict[str, Any]) -> None:
@@ -156,22 +166,26 @@ class RedisRegistry:
     async def get(self, jid: JID) -> Session | None:
         if jid.resource is None:
             return None
-        if self._bus is not None:
+        if self._cache_gets:
             # One HGETALL fills the cache for every resource of the user: the
             # profile had a Redis round trip per message to a full JID
             # dominating the router (41 % of its time) while only bare-JID
-            # lookups were cached.
+            # lookups were cached. A miss is asked again: another process's
+            # bind reaches this cache a moment later, over the event bus, and
+            # until then "no such session" would be wrong.
             cached = self._cache.get(jid.bare)
-            if cached is None:
-                cached = await self._load(jid.bare)
-            return next((s for s in cached if s.jid == jid), None)
+            if cached is not None:
+                found = next((s for s in cached if s.jid == jid), None)
+                if found is not None:
+                    return found
+            return next((s for s in await self._load(jid.bare) if s.jid == jid), None)
         with self._timed("get"):
             raw = await self.redis.hget(self._hash(jid.bare), jid.resource)
         return codec.loads(raw) if raw else None
 
     async def resources(self, bare: JID) -> list[Session]:
         cached = self._cache.get(bare)
-        if cached is None:
+        if not cached:  # none cached, or "none bound" that a bind may have ended
             cached = await self._load(bare)
         return list(cached)
 
@@ -179,7 +193,7 @@ class RedisRegistry:
         with self._timed("resources"):
             raw = await self.redis.hgetall(self._hash(bare))
         sessions: list[Session] = [codec.loads(v) for v in raw.values()]
-        if self._bus is not None:
+        if self._caching:
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[bare] = sessions

@@ -169,7 +169,8 @@ async def _router_core(
             router.blocks.forget(JID.parse(ev["jid"]))
 
     bus.on("blocks", forget)
-    registry.attach_bus(bus)
+    # presence reads sessions, changes them and writes them back: fresh gets there
+    registry.attach_bus(bus, cache_gets=role != "presence")
     await bus.start()
     await directory.refresh()
     return router, registry, directory, channels, bus
