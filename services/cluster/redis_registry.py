@@ -73,8 +73,7 @@ class RedisRegistry:
         self._users_key = self.p + "users"
         # bare JID -> its sessions, kept while an event bus tells of changes
         self._cache: dict[JID, list[Session]] = {}
-        self._bus: Any = None
-        self._caching = False
+        self._bus: Any = None  # attached: changes are announced and lookups cached
         self._cache_gets = False
 
     def attach_bus(self, bus: Any, cache_gets: bool = True) -> None:
@@ -90,7 +89,6 @@ class RedisRegistry:
         (the write is refused if the stream id differs), so it must not start
         from a cached copy of an older session."""
         self._bus = bus
-        self._caching = True
         self._cache_gets = cache_gets
         bus.on("sess", self._on_change)
 
@@ -193,7 +191,7 @@ class RedisRegistry:
         with self._timed("resources"):
             raw = await self.redis.hgetall(self._hash(bare))
         sessions: list[Session] = [codec.loads(v) for v in raw.values()]
-        if self._caching:
+        if self._bus is not None:
             if len(self._cache) > 100_000:
                 self._cache.clear()
             self._cache[bare] = sessions

@@ -15,7 +15,6 @@ import asyncio
 import collections
 import logging
 import time
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from lxml import etree
 from ..router.interface import Envelope, Session
 from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
 from ..xmpp.jid import JID
-from .rpc import CallServicer, Channels, RemoteProxy, pb2, pb2_grpc
+from .rpc import CallServicer, Channels, RemoteProxy, affinity, pb2, pb2_grpc
 
 log = logging.getLogger("xmppd.cluster.router")
 _SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -223,7 +222,8 @@ class RouterClient:
 
     def _pick(self, env: Envelope) -> _Stream | None:
         n = len(self._streams)
-        start = zlib.crc32(str(env.frm.bare).encode()) % n
+        # the same replica the control plane prefers for this user (bind, unbind)
+        start = affinity((env,), n)
         for i in range(n):
             st = self._streams[(start + i) % n]
             if st.healthy:

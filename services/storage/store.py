@@ -79,6 +79,17 @@ def _account(row: tuple[Any, ...]) -> Account:
     )
 
 
+def _scram_credentials(row: tuple[Any, ...]) -> ScramCredentials:
+    name, salt, iterations, stored_key, server_key = row
+    return ScramCredentials(
+        hash_name=name,
+        salt=bytes(salt),
+        iterations=int(iterations),
+        stored_key=bytes(stored_key),
+        server_key=bytes(server_key),
+    )
+
+
 def _roster_item(row: tuple[Any, ...]) -> RosterItem:
     jid, name, subscription, ask, pending_in, approved, groups_json, stanza = row
     return RosterItem(
@@ -229,16 +240,7 @@ class Store:
             username,
             hash_name,
         )
-        if row is None:
-            return None
-        name, salt, iterations, stored_key, server_key = row
-        return ScramCredentials(
-            hash_name=name,
-            salt=bytes(salt),
-            iterations=int(iterations),
-            stored_key=bytes(stored_key),
-            server_key=bytes(server_key),
-        )
+        return None if row is None else _scram_credentials(row)
 
     async def get_login(
         self, host: str, username: str, hash_name: str
@@ -256,17 +258,10 @@ class Store:
         )
         if row is None:
             return None, False
-        disabled, name, salt, iterations, stored_key, server_key = row
-        if name is None:
+        disabled, *creds = row
+        if creds[0] is None:  # the account has no credentials for this hash
             return None, bool(disabled)
-        creds = ScramCredentials(
-            hash_name=name,
-            salt=bytes(salt),
-            iterations=int(iterations),
-            stored_key=bytes(stored_key),
-            server_key=bytes(server_key),
-        )
-        return creds, bool(disabled)
+        return _scram_credentials(tuple(creds)), bool(disabled)
 
     async def set_credentials(
         self, host: str, username: str, creds: list[ScramCredentials]
