@@ -24,7 +24,8 @@ RUN pip install 'grpcio-tools>=1.60' \
 WORKDIR /var/lib/xmppd
 ENV XMPPD_DATA_DIR=/var/lib/xmppd \
     XMPPD_LOG_JSON=true \
-    XMPPD_OPS_PORT=9100
+    XMPPD_OPS_PORT=9100 \
+    XMPPD_OPS_HOST=0.0.0.0
 
 USER 10001:10001
 

@@ -69,6 +69,13 @@ BIN = Path(sys.executable).parent
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
 SCENARIOS = ("login", "messages", "idle", "presence", "edges")
+#: the per-IP limits and the shaper off: the load comes from one address and
+#: measures the server, not its defences (docs/operations.md, "Limits")
+BENCH_LIMITS = {
+    "XMPPD_MAX_UNAUTHENTICATED_PER_IP": "0",
+    "XMPPD_CONNECTION_RATE_PER_IP": "0",
+    "XMPPD_SHAPER_RATE": "0",
+}
 TARGETS = ("embedded", "prosody", "ejabberd", "cluster")
 
 
@@ -305,6 +312,8 @@ class Embedded(TargetServer):
             XMPPD_LOG_LEVEL="WARNING",
             # the /metrics endpoint stays (as deployed) but on loopback, any free port
             XMPPD_OPS_HOST="127.0.0.1",
+            # every simulated client connects from 127.0.0.1, as fast as it can
+            **BENCH_LIMITS,
             XMPPD_OPS_PORT="0",
         )
         return env
@@ -728,6 +737,7 @@ class Cluster(TargetServer):
             "XMPPD_TLS_KEY": str(self.key),
             "XMPPD_LOG_LEVEL": "WARNING",
             "XMPPD_C2S_DIRECT_TLS_PORT": "-1",
+            **BENCH_LIMITS,
         }
         with _without_xmppd_env():
             self.cluster = LocalCluster(

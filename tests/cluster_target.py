@@ -29,8 +29,19 @@ class ClusterThread:
             "XMPPD_REGISTRATION": "true",
             "XMPPD_LOG_LEVEL": "WARNING",
             "XMPPD_OPS_PORT": "-1",
+            # the suite opens many connections from 127.0.0.1 (as make_settings)
+            "XMPPD_MAX_UNAUTHENTICATED_PER_IP": "100000",
+            "XMPPD_CONNECTION_RATE_PER_IP": "100000",
+            "XMPPD_CONNECTION_BURST_PER_IP": "100000",
+            "XMPPD_SHAPER_RATE": "100000000",
+            # the suite fails logins and registers accounts on purpose
+            "XMPPD_AUTH_IP_MAX_FAILURES": "0",
+            "XMPPD_AUTH_ACCOUNT_DELAY": "0",
+            "XMPPD_REGISTRATION_LIMIT_PER_HOUR": "0",
         }
         for k, v in (overrides or {}).items():
+            if isinstance(v, list):
+                v = ",".join(map(str, v))
             env[f"XMPPD_{k.upper()}"] = str(v).lower() if isinstance(v, bool) else str(v)
         self.cluster = LocalCluster(
             data_dir, database=f"xmppd_e2e_{tag}", redis_prefix=f"xmppd-e2e-{tag}:", extra_env=env

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import slixmpp
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -39,9 +42,47 @@ def make_settings(tmp: Path, **over: Any) -> Settings:
         registration=True,
         ops_host="127.0.0.1",
         ops_port=0,
+        # the suite opens many connections from 127.0.0.1 at once; the limits'
+        # own tests (tests/edge/) set low values. The shaper stays on, high.
+        max_unauthenticated_per_ip=100000,
+        connection_rate_per_ip=100000.0,
+        connection_burst_per_ip=100000,
+        shaper_rate=100_000_000,
+        # the suite fails logins and registers accounts on purpose, all from
+        # 127.0.0.1: the tests of these limits (tests/edge/) set their own
+        auth_ip_max_failures=0,
+        auth_account_delay=0.0,
+        registration_limit_per_hour=0,
     )
     base.update(over)
     return Settings.load(env={}, **base)
+
+
+REDIS_URL = os.environ.get("XMPPD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest_asyncio.fixture
+async def redis() -> AsyncIterator[tuple[Any, str]]:
+    """The real Redis and a key prefix of this test's own, emptied afterwards."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await r.ping()
+    except (OSError, aioredis.ConnectionError) as exc:
+        await r.aclose()
+        message = f"no Redis at {REDIS_URL}: {exc}"
+        if os.environ.get("XMPPD_REQUIRE_POSTGRES") == "1":  # CI: backends must be there
+            pytest.fail(message)
+        pytest.skip(message)
+    prefix = f"xmppd-test-{secrets.token_hex(4)}:"
+    try:
+        yield r, prefix
+    finally:
+        keys = [k async for k in r.scan_iter(match=prefix + "*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
 
 
 @pytest.fixture
@@ -160,6 +201,45 @@ class Client(slixmpp.ClientXMPP):  # type: ignore[misc]
                 return p
 
 
+async def wait_until(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``cond`` (a function, or one returning an awaitable) until it is true.
+
+    For synchronisation instead of a fixed sleep: the deadline is generous, so
+    only a hang fails it, and a fast machine does not wait for nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        ok = cond()
+        if asyncio.iscoroutine(ok) or isinstance(ok, asyncio.Future):
+            ok = await ok
+        if ok:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError(f"{what} not reached within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
+async def send_initial_presence(c: Client, timeout: float = 10.0, **kw: Any) -> None:
+    """Send available presence and wait until the server has made the session
+    available: it sends the presence back to its sender (RFC 6121 4.2.2) after
+    marking the session available and before probes and offline messages. The
+    echo also stays in ``c.presences`` for the test, as before."""
+    echoed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def on_presence(p: Any) -> None:
+        if p["from"] == c.boundjid and p["type"] != "unavailable" and not echoed.done():
+            echoed.set_result(True)
+
+    c.add_event_handler("presence", on_presence)
+    try:
+        c.send_presence(**kw)
+        await asyncio.wait_for(echoed, timeout)
+    finally:
+        c.del_event_handler("presence", on_presence)
+
+
 @pytest.fixture
 async def connect(server: EmbeddedServer) -> AsyncIterator[Callable[..., Awaitable[Client]]]:
     clients: list[Client] = []
@@ -195,14 +275,12 @@ async def connect(server: EmbeddedServer) -> AsyncIterator[Callable[..., Awaitab
         if not ok:
             raise PermissionError("authentication failed")
         if presence:
-            c.send_presence()
-            await asyncio.sleep(0.05)
+            await send_initial_presence(c)
         return c
 
     yield _connect
-    for c in clients:
-        c.disconnect(wait=False) if hasattr(c, "disconnect") else None
-    await asyncio.sleep(0.05)
+    closing = [c.disconnect(wait=False) for c in clients]
+    await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 10)
 
 
 # ---- raw sockets for stream-level cases ------------------------------------

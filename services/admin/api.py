@@ -358,6 +358,29 @@ class HostList(Page):
     hosts: list[HostInfo]
 
 
+class AuthBlock(BaseModel):
+    key: str = Field(description="what DELETE /auth-blocks/{key} takes")
+    kind: Literal["ip", "account"] = Field(
+        description="ip: an address refused (policy-violation) after failed logins;"
+        " account: an account whose login attempts are delayed after failures"
+    )
+    subject: str = Field(description="the IP address or the account (user@host)")
+    failures: int = Field(description="failed authentications counted")
+    expires_in: float = Field(
+        description="seconds until the block is lifted or the failures are forgotten"
+    )
+    delay: float = Field(description="seconds the account's next attempt waits (0 for ip)")
+
+
+class AuthBlockList(Page):
+    blocks: list[AuthBlock]
+
+
+class Unblocked(BaseModel):
+    key: str
+    unblocked: bool
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -988,6 +1011,45 @@ def create_app(
     async def list_hosts(c: Ctx, limit: Limit = 100, offset: Offset = 0) -> Any:
         """The served domains (virtual hosts) with their user counts."""
         return await cmd.list_hosts(c, limit=limit, offset=offset)
+
+    # ---- password-guessing blocks ------------------------------------------------------
+
+    @op(
+        "GET",
+        "/auth-blocks",
+        "read",
+        errors=(422, 503),
+        response_model=AuthBlockList,
+        tags=["server"],
+    )
+    async def list_auth_blocks(c: Ctx, limit: Limit = 100, offset: Offset = 0) -> Any:
+        """IP addresses blocked after too many failed authentications, and accounts
+        whose login attempts are delayed after failures."""
+        return await cmd.list_auth_blocks(c, limit=limit, offset=offset)
+
+    @op(
+        "DELETE",
+        "/auth-blocks/{key}",
+        "write",
+        errors=(404, 422, 503),
+        response_model=Unblocked,
+        tags=["server"],
+    )
+    async def unblock_auth(
+        c: Ctx,
+        key: Annotated[
+            str,
+            Path(
+                max_length=MAX_JID + 8,
+                description="ip:<address> (lift the block) or account:<user@host>"
+                " (forget its failures)",
+                openapi_examples={"address": {"value": "ip:192.0.2.7"}},
+            ),
+        ],
+    ) -> Any:
+        """Lift a block: the address may log in again at once, or the account's
+        attempts are no longer delayed."""
+        return await cmd.unblock_auth(c, key)
 
     app.add_middleware(
         _AuthFirst,

@@ -26,6 +26,7 @@ from lxml import etree
 
 from ..features.vcard import MAX_VCARD_BYTES
 from ..router.interface import EdgeLink, Session, SessionRegistry
+from ..security.throttle import AuthThrottle, Block
 from ..storage.interface import RosterItem, Storage
 from ..xmpp import ns
 from ..xmpp import stanza as st
@@ -52,7 +53,7 @@ ERROR_CODES: dict[str, str] = {
     "not-found": "no such account, roster item or job",
     "undeliverable": "the stanza could not be routed",
     "busy": "too many background jobs are running",
-    "not-running": "the server is not running (needs live sessions)",
+    "not-running": "the server is not running (needs live sessions or its login counts)",
     "bad-request": "a malformed command (control socket)",
 }
 
@@ -94,6 +95,8 @@ class AdminContext:
     #: a monotonic count of stanzas (the embedded server reads its metrics'
     #: xmppd_stanzas_in_total) for the stanzas/s statistic; None: not measured
     stanza_count: Callable[[], int] | None = None
+    #: the edges' failed-login and registration counts (blocked addresses); None: not running
+    throttle: AuthThrottle | None = None
     jobs: JobManager = field(default_factory=JobManager)
     clock: Callable[[], float] = time.monotonic
     _samples: collections.deque[tuple[float, int]] = field(
@@ -445,18 +448,25 @@ async def set_roster_item(
         if len(t.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
             raise CommandError("too-large", f"a name or group longer than {MAX_NAME_BYTES} bytes")
     await _require_account(ctx, j)
-    old = await ctx.storage.get_roster_item(j.domain, _local(j), str(c))
-    uniq = tuple(dict.fromkeys(groups))
-    base = old if old is not None else RosterItem(jid=str(c))
-    item = replace(base, name=name or None, groups=uniq, subscription=subscription)
-    if subscription in ("to", "both"):  # a pending outbound request is answered now
-        item = replace(item, ask=False)
-    if subscription in ("from", "both"):  # and so is a pending inbound one
-        item = replace(item, pending_in=False, pending_in_stanza=None, approved=False)
-    ver = await ctx.storage.put_roster_item(j.domain, _local(j), item)
-    if ctx.router is not None:
-        from ..presence.service import push_roster
+    from ..presence.service import change_roster_item, push_roster
 
+    uniq = tuple(dict.fromkeys(groups))
+
+    def decide(old: RosterItem | None) -> tuple[bool, RosterItem | None, None]:
+        base = old if old is not None else RosterItem(jid=str(c))
+        item = replace(base, name=name or None, groups=uniq, subscription=subscription)
+        if subscription in ("to", "both"):  # a pending outbound request is answered now
+            item = replace(item, ask=False)
+        if subscription in ("from", "both"):  # and so is a pending inbound one
+            item = replace(item, pending_in=False, pending_in_stanza=None, approved=False)
+        return True, item, None
+
+    # compare-and-set, as the presence service writes: a subscription change
+    # racing this one (in any presence replica) is neither lost nor reverted
+    change = await change_roster_item(ctx.storage, j, str(c), decide)
+    item, ver = change.new, change.version
+    assert item is not None and ver is not None
+    if ctx.router is not None:
         await push_roster(ctx.router, j, item, ver)
     return {"jid": str(j), "version": ver, "item": _item_row(item)}
 
@@ -466,13 +476,17 @@ async def remove_roster_item(ctx: AdminContext, jid: str, contact: str) -> dict[
     j = parse_user(ctx, jid)
     c = _contact(j, contact)
     await _require_account(ctx, j)
-    item = await ctx.storage.get_roster_item(j.domain, _local(j), str(c))
-    if item is None:
-        raise CommandError("not-found", f"{c} is not in the roster of {j}")
-    ver = await ctx.storage.delete_roster_item(j.domain, _local(j), item.jid)
-    if ctx.router is not None:
-        from ..presence.service import push_roster
+    from ..presence.service import change_roster_item, push_roster
 
+    def decide(old: RosterItem | None) -> tuple[bool, RosterItem | None, None]:
+        return old is not None, None, None
+
+    # compare-and-set: the item removed is the one last read, never a newer one
+    change = await change_roster_item(ctx.storage, j, str(c), decide)
+    item, ver = change.old, change.version
+    if item is None or ver is None:
+        raise CommandError("not-found", f"{c} is not in the roster of {j}")
+    if ctx.router is not None:
         await push_roster(ctx.router, j, item, ver, remove=True)
     return {"jid": str(j), "contact": item.jid, "version": ver}
 
@@ -626,6 +640,48 @@ async def cancel_job(ctx: AdminContext, id: str) -> dict[str, Any]:
     return job.as_dict()
 
 
+# ---------------------------------------------------------------- login blocks
+
+
+def _need_throttle(ctx: AdminContext) -> AuthThrottle:
+    if ctx.throttle is None:
+        raise CommandError("not-running", "the server is not running")
+    return ctx.throttle
+
+
+def _block_row(b: Block) -> dict[str, Any]:
+    return {
+        "key": b.key,
+        "kind": b.kind,
+        "subject": b.subject,
+        "failures": b.failures,
+        "expires_in": round(b.expires_in, 3),
+        "delay": b.delay,
+    }
+
+
+async def list_auth_blocks(
+    ctx: AdminContext, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
+    """IP addresses blocked after failed authentications, and accounts whose
+    attempts are delayed after failures, by key."""
+    rows = [_block_row(b) for b in await _need_throttle(ctx).list_blocks()]
+    return {
+        "blocks": _page(rows, limit, offset),
+        "total": len(rows),
+        "limit": limit,
+        "offset": max(0, offset),
+    }
+
+
+async def unblock_auth(ctx: AdminContext, key: str) -> dict[str, Any]:
+    """Lift an address's block (``ip:<address>``) or forget an account's failures
+    (``account:<user@host>``)."""
+    if not await _need_throttle(ctx).unblock(key):
+        raise CommandError("not-found", f"no block {key!r}")
+    return {"key": key, "unblocked": True}
+
+
 # ---------------------------------------------------------------- statistics
 
 
@@ -718,4 +774,6 @@ COMMANDS = {
     "cancel_job": cancel_job,
     "stats": stats,
     "list_hosts": list_hosts,
+    "list_auth_blocks": list_auth_blocks,
+    "unblock_auth": unblock_auth,
 }

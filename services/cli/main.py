@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from ..admin import commands, control
-from ..platform.config import ConfigError, Settings
+from ..platform.config import ConfigError, Settings, StartupError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,11 +60,11 @@ async def _run(settings: Settings, command: str, args: dict[str, Any]) -> dict[s
             return await control.call(sock, command, **args)
         except (ConnectionError, FileNotFoundError):
             pass  # stale socket: the server is gone
-    from ..platform.db import open_database
     from ..platform.migrate import migrate
+    from ..platform.startup import open_configured_database
     from ..storage.store import Store
 
-    db = await open_database(settings.resolved_database_url())
+    db = await open_configured_database(settings)
     try:
         await migrate(db)
         ctx = commands.AdminContext(storage=Store(db), hosts=settings.hosts)
@@ -94,8 +94,16 @@ def main(argv: list[str] | None = None) -> int:
 
         print(features_markdown(load_features()))
         return 0
-    if args.cmd == "migrate":
-        return asyncio.run(_migrate(settings))
+    try:
+        if args.cmd == "migrate":
+            return asyncio.run(_migrate(settings))
+        return _command(args, settings)
+    except StartupError as exc:
+        print(f"xmppctl: {exc}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         call: tuple[str, dict[str, Any]]
         if args.cmd == "adduser":
@@ -135,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
-    from ..platform.db import open_database
     from ..platform.migrate import migrate
+    from ..platform.startup import open_configured_database
 
-    db = await open_database(settings.resolved_database_url())
+    db = await open_configured_database(settings)
     try:
         applied = await migrate(db)
     finally:

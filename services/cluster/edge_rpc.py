@@ -13,9 +13,15 @@ import grpc
 
 from ..router.interface import EdgeLink
 from ..xmpp.jid import JID
-from .rpc import CallServicer, Channels, RemoteProxy, pb2, pb2_grpc
+from .rpc import CallServicer, Channels, RemoteProxy, idempotent_methods, pb2, pb2_grpc
 
 log = logging.getLogger("xmppd.cluster.edge")
+
+
+#: Edge.Call methods RemoteProxy may send twice (see roles.STORAGE_IDEMPOTENT)
+EDGE_IDEMPOTENT: dict[str, bool] = {
+    "close_session": False,  # the second answers "no such session"
+}
 
 
 class EdgeServicer(CallServicer):
@@ -98,7 +104,13 @@ class EdgeClient:
         self._batches = 0
         self._acked = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._control = RemoteProxy("Edge", [address], channels, failover_for=2.0)
+        self._control = RemoteProxy(
+            "Edge",
+            [address],
+            channels,
+            failover_for=2.0,
+            idempotent=idempotent_methods(EDGE_IDEMPOTENT),
+        )
 
     async def deliver(self, jid: JID, data: bytes, t0_ns: int = 0) -> bool:
         return await self.send(jid, data, t0_ns)

@@ -25,14 +25,24 @@ from ..features.catalog import load_features
 from ..platform.config import Settings
 from ..platform.metrics import Metrics, ServerStats
 from ..platform.ops_http import OpsHTTPServer
+from ..platform.startup import load_tls, open_configured_database
+from ..security.throttle import Limits
 from ..storage.interface import Storage
 from ..xmpp.jid import JID
 from .direct import DirectRouter
 from .edge_rpc import EdgeDirectory, EdgeServicer
 from .events import EventBus
 from .redis_registry import RedisRegistry
+from .redis_throttle import RedisThrottle
 from .router_rpc import RouterClient, RouterServicer
-from .rpc import SERVER_OPTIONS, CallServicer, Channels, RemoteProxy, pb2_grpc
+from .rpc import (
+    SERVER_OPTIONS,
+    CallServicer,
+    Channels,
+    RemoteProxy,
+    idempotent_methods,
+    pb2_grpc,
+)
 
 log = logging.getLogger("xmppd.cluster")
 
@@ -42,6 +52,53 @@ STORAGE_METHODS = tuple(
     if not name.startswith("_") and callable(getattr(Storage, name, None))
 )
 PRESENCE_METHODS = ("outbound", "inbound", "session_gone", "roster_set", "roster_remove")
+
+# Which remote methods RemoteProxy may send twice (a retry after a timeout, or
+# on another replica): those that leave the same state and give the same answer
+# when run again. Every method is listed with a decision (tests hold that), so
+# a new one cannot be retried by default without anyone deciding it.
+STORAGE_IDEMPOTENT: dict[str, bool] = {
+    # reads
+    "get_account": True,
+    "list_accounts": True,
+    "count_accounts": True,
+    "get_credentials": True,
+    "get_login": True,
+    "get_roster": True,
+    "get_roster_item": True,
+    "roster_entries_for": True,
+    "count_offline": True,
+    "fetch_offline": True,
+    "get_vcard": True,
+    "get_private": True,
+    "get_blocklist": True,
+    "get_last_activity": True,
+    # writes of a value, or of set membership: twice is once
+    "set_credentials": True,
+    "set_disabled": True,
+    "store_offline": True,  # the caller's key: a second copy stores nothing
+    "delete_offline": True,  # by id
+    "set_vcard": True,
+    "set_private": True,
+    "add_blocks": True,
+    "remove_blocks": True,
+    "set_last_activity": True,
+    # the second copy answers differently ("exists", "not found", a conflict
+    # with the first copy's own write), or bumps the roster version again
+    "create_account": False,
+    "delete_account": False,
+    "put_roster_item": False,
+    "delete_roster_item": False,
+    "update_roster_item": False,
+}
+PRESENCE_IDEMPOTENT: dict[str, bool] = {
+    # each routes stanzas and changes rosters or sessions: twice sends twice
+    "outbound": False,
+    "inbound": False,
+    "session_gone": False,
+    "roster_set": True,  # sets a name and groups (the repeated push is harmless)
+    "roster_remove": False,  # the second answers "no such item"
+}
 
 
 def announce(msg: str) -> None:
@@ -111,15 +168,32 @@ def _redis(settings: Settings) -> Any:
 
 
 def _storage(settings: Settings, channels: Channels) -> Storage:
-    return cast(Storage, RemoteProxy("Storage", settings.storage_addrs, channels))
+    return cast(
+        Storage,
+        RemoteProxy(
+            "Storage",
+            settings.storage_addrs,
+            channels,
+            idempotent=idempotent_methods(STORAGE_IDEMPOTENT),
+        ),
+    )
+
+
+def _presence(settings: Settings, channels: Channels) -> RemoteProxy:
+    return RemoteProxy(
+        "Presence",
+        settings.presence_addrs,
+        channels,
+        idempotent=idempotent_methods(PRESENCE_IDEMPOTENT),
+    )
 
 
 async def run_storage(settings: Settings) -> None:
-    from ..platform.db import open_database, timed_database
+    from ..platform.db import timed_database
     from ..storage.store import Store
 
     metrics = _metrics()
-    raw_db = await open_database(settings.resolved_database_url())
+    raw_db = await open_configured_database(settings)
     db = timed_database(raw_db, metrics.db_timers)
     store = Store(db)
     server, _ = await _grpc_server(
@@ -237,7 +311,7 @@ async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirect
 async def run_router(settings: Settings) -> None:
     metrics = _metrics()
     router, registry, directory, channels, bus = await _router_core(settings, "router", metrics)
-    router.presence = RemoteProxy("Presence", settings.presence_addrs, channels)
+    router.presence = _presence(settings, channels)
     servicer = RouterServicer(router, directory)
     server, _ = await _grpc_server(
         settings, lambda s: pb2_grpc.add_RouterServicer_to_server(servicer, s)
@@ -280,15 +354,9 @@ async def _cluster_stats(
 
 async def run_edge(settings: Settings) -> None:
     from ..edge.server import EdgeServer
-    from ..platform import tls
-    from ..xmpp.sasl import tls_server_end_point
 
     node = node_name(settings, "edge")
-    cert, key = settings.cert_paths()
-    if tls.ensure_self_signed(cert, key, settings.hosts):
-        log.info("created a self-signed certificate in %s", cert)
-    ctx = tls.server_context(cert, key)
-    cb = tls_server_end_point(tls.cert_der(cert))
+    ctx, cb = load_tls(settings)
     metrics = _metrics()
     # the edge's own RouterService, on the cluster's registry and caches, answers
     # "which edge holds this session" for one-hop delivery (services/cluster/direct.py)
@@ -296,7 +364,9 @@ async def run_edge(settings: Settings) -> None:
     storage = local.storage
     remote = RouterClient(settings, FeatureSet(load_features()), storage, channels)
     router: Any = DirectRouter(local, remote, metrics) if settings.direct_delivery else remote
-    edge = EdgeServer(settings, router, storage, ctx, cb, node, metrics=metrics)
+    # failed logins and registrations counted in Redis: a block holds on every edge
+    throttle = RedisThrottle(registry.redis, settings.redis_prefix, Limits.from_settings(settings))
+    edge = EdgeServer(settings, router, storage, ctx, cb, node, metrics=metrics, throttle=throttle)
     directory.pin(node, edge)
     metrics.sessions.labels(node).set_function(lambda: len(edge.local))
     remote._local_bounce = edge.deliver
@@ -350,9 +420,12 @@ async def run_admin(settings: Settings) -> None:
 
     metrics = _metrics()
     router, registry, directory, channels, bus = await _router_core(settings, "admin", metrics)
-    router.presence = RemoteProxy("Presence", settings.presence_addrs, channels)
+    router.presence = _presence(settings, channels)
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
-    ctx = AdminContext(router.storage, settings.hosts, registry, directory, router=router)
+    throttle = RedisThrottle(registry.redis, settings.redis_prefix, Limits.from_settings(settings))
+    ctx = AdminContext(
+        router.storage, settings.hosts, registry, directory, router=router, throttle=throttle
+    )
     api = ApiServer(create_app(lambda: ctx, load_tokens(settings)))
     port = await api.start(
         settings.admin_host, settings.admin_port if settings.admin_port >= 0 else 8080

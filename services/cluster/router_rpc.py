@@ -24,7 +24,7 @@ from lxml import etree
 from ..router.interface import Envelope, Session
 from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
 from ..xmpp.jid import JID
-from .rpc import CallServicer, Channels, RemoteProxy, affinity, pb2, pb2_grpc
+from .rpc import CallServicer, Channels, RemoteProxy, affinity, idempotent_methods, pb2, pb2_grpc
 
 log = logging.getLogger("xmppd.cluster.router")
 _SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
@@ -52,6 +52,15 @@ def from_pb(m: Any) -> Envelope:
         data=m.data,
         t0=float(m.t0_ns),  # wall-clock ns (Metrics(wall_clock=True) in cluster processes)
     )
+
+
+#: Router.Call methods RemoteProxy may send twice (see roles.STORAGE_IDEMPOTENT)
+ROUTER_IDEMPOTENT: dict[str, bool] = {
+    # a second bind of the same session finds the first and replaces it with
+    # <conflict/>, closing the very session it binds
+    "bind": False,
+    "unbind": True,  # by session id: the second finds nothing to remove
+}
 
 
 class RouterServicer(CallServicer):
@@ -162,7 +171,12 @@ class RouterClient:
         self.storage = storage
         self._channels = channels
         self._streams = [_Stream(a) for a in settings.router_addrs]
-        self._control = RemoteProxy("Router", list(settings.router_addrs), channels)
+        self._control = RemoteProxy(
+            "Router",
+            list(settings.router_addrs),
+            channels,
+            idempotent=idempotent_methods(ROUTER_IDEMPOTENT),
+        )
         self._lock = asyncio.Lock()
         self._pending: collections.deque[tuple[Envelope, bool, float]] = collections.deque()
         self._local_bounce = local_bounce  # async (JID, bytes) -> bool, the edge's deliver

@@ -4,6 +4,11 @@
 :class:`RemoteProxy` is the client: ``await proxy.method(*args)`` becomes a
 ``Call`` on one of several replicas, failing over to the next when one is
 unavailable. Stanza and stream errors cross as values and are raised again.
+
+A call that failed after it was sent may have run on the server (a timeout
+says nothing about that), so only methods declared idempotent are sent again;
+the others go to a replica only once its channel is connected, and fail over
+only while nothing was sent.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
 ]
+#: failures after which an idempotent call is sent to the next replica
 RETRYABLE = {
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -52,6 +58,11 @@ RETRYABLE = {
 
 class RemoteError(RuntimeError):
     pass
+
+
+def idempotent_methods(table: dict[str, bool]) -> frozenset[str]:
+    """The names a ``{method: idempotent?}`` table marks idempotent."""
+    return frozenset(name for name, ok in table.items() if ok)
 
 
 async def serve_call(target: Any, methods: Iterable[str], request: Any) -> Any:
@@ -140,6 +151,14 @@ class RemoteProxy:
     user a call is about, so calls about one user land on one replica, in
     order, and different users spread over all of them. The others are tried
     in order when it is down.
+
+    ``idempotent`` names the methods that may run twice with the same effect
+    and answer: those are sent again to the next replica on ``UNAVAILABLE``,
+    ``DEADLINE_EXCEEDED`` or ``CANCELLED``. Any other call is sent only on a
+    channel that is connected (READY, after up to ``connect_timeout`` of
+    connecting; a replica that is not is skipped, the call certainly not sent
+    there), and never sent again: a failure after sending raises
+    :class:`RemoteError`, since the server may have run it.
     """
 
     def __init__(
@@ -149,12 +168,17 @@ class RemoteProxy:
         channels: Channels,
         timeout: float = 10.0,
         failover_for: float = 15.0,
+        *,
+        idempotent: Iterable[str] = (),
+        connect_timeout: float = 1.0,
     ) -> None:
         self._service = service
         self._addresses = list(addresses)
         self._channels = channels
         self._timeout = timeout
         self._failover_for = failover_for
+        self._idempotent = frozenset(idempotent)
+        self._connect_timeout = connect_timeout
         self._stub_cls = getattr(pb2_grpc, f"{service}Stub")
 
     def __getattr__(self, name: str) -> Any:
@@ -172,17 +196,27 @@ class RemoteProxy:
         )
         deadline = time.monotonic() + self._failover_for
         attempt = affinity(args, len(self._addresses))
+        idempotent = method in self._idempotent
         while True:
             addr = self._addresses[attempt % len(self._addresses)]
-            stub = self._stub_cls(self._channels.get(addr))
+            channel = self._channels.get(addr)
             m = self._channels.metrics
+            if not idempotent and not await self._connected(channel):
+                # nothing was sent there, so the next replica may have it
+                if time.monotonic() > deadline:
+                    raise RemoteError(f"{self._service}.{method}: no replica connected")
+                attempt += 1
+                if attempt % len(self._addresses) == 0:
+                    await asyncio.sleep(0.2)
+                continue
+            stub = self._stub_cls(channel)
             started = time.perf_counter()
             try:
                 reply = await stub.Call(req, timeout=self._timeout)
             except grpc.aio.AioRpcError as err:
                 if m is not None:
                     m.grpc_errors.labels(f"{self._service}.{method}", err.code().name).inc()
-                if err.code() not in RETRYABLE or time.monotonic() > deadline:
+                if not idempotent or err.code() not in RETRYABLE or time.monotonic() > deadline:
                     raise RemoteError(
                         f"{self._service}.{method} at {addr}: {err.code().name}"
                     ) from None
@@ -197,3 +231,21 @@ class RemoteProxy:
             if reply.error:
                 raise_reply_error(reply)
             return codec.loads(reply.result)
+
+    async def _connected(self, channel: grpc.aio.Channel) -> bool:
+        """Is ``channel`` connected, so that a call on it goes out on a live
+        connection? A channel known to be failing is not waited for: a call
+        would fail at once without being sent, and the next replica may be up."""
+        state = channel.get_state(try_to_connect=True)
+        if state == grpc.ChannelConnectivity.READY:
+            return True
+        if state in (
+            grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+            grpc.ChannelConnectivity.SHUTDOWN,
+        ):
+            return False
+        try:  # IDLE or CONNECTING: a first call, or a reconnection under way
+            await asyncio.wait_for(channel.channel_ready(), self._connect_timeout)
+        except (TimeoutError, grpc.aio.AioRpcError):
+            return False
+        return True

@@ -8,15 +8,20 @@ protocol decision is made in :mod:`services.xmpp.c2s`.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import math
 import secrets
 import ssl
+import sys
+import termios
 import time
 from typing import TYPE_CHECKING, cast
 
 from lxml import etree
 
 from ..router.interface import Envelope, Session
+from ..security.throttle import Verdict
 from ..xmpp import c2s, ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaError, StreamCondition, StreamError, stanza_error_reply
@@ -31,9 +36,40 @@ log = logging.getLogger("xmppd.edge")
 _SESSION_IQ = ns.q(ns.SESSION, "session")
 #: stop reading from a client with this many parsed stanzas waiting
 READ_BACKLOG = 256
-#: a client that lets this much output pile up is cut off (resource-constraint)
-WRITE_BUFFER_LIMIT = 16 * 1024 * 1024
+#: transport write buffer high-water mark: past it we stop reading the client
+#: (and stop answering what it already sent) until it reads our output, so a
+#: client that never reads cannot make us queue replies to its requests
+OUTPUT_HIGH_WATER = 64 * 1024
+#: seconds a closed transport may keep unread output before it is aborted: a
+#: client that never reads would otherwise hold the socket and buffer forever
+CLOSE_LINGER = 5.0
+#: seconds between releases of shaped input: held bytes go to the stream in
+#: portions as the bucket earns them, so what the client sent first (a bind,
+#: a ping reply) is not kept waiting for the whole debt
+SHAPER_TICK = 0.1
 _PING = ns.q(ns.PING, "ping")
+
+
+def _blocked(verdict: Verdict) -> StreamError:
+    """The stream error for an address blocked after failed authentications (the
+    condition and text of ejabberd's mod_fail2ban)."""
+    return StreamError(
+        StreamCondition.POLICY_VIOLATION,
+        f"Too many ({verdict.failures}) failed authentications from this IP address;"
+        f" it is blocked for {math.ceil(verdict.retry_after)} more seconds",
+    )
+
+
+def _unread_input(t: asyncio.Transport) -> bool:
+    """Does the socket under ``t`` hold input nobody has read (FIONREAD)?"""
+    sock = t.get_extra_info("socket")
+    if sock is None:
+        return True
+    try:
+        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return True
+    return int.from_bytes(buf, sys.byteorder) > 0
 
 
 class C2SConnection(asyncio.Protocol):
@@ -49,15 +85,35 @@ class C2SConnection(asyncio.Protocol):
         self.ping_id: str | None = None
         self.ping_sent = 0.0
         self.replaced = False
+        #: the account (user@host) whose credentials the current SASL attempt checks
+        self._auth_account: str | None = None
         self._pumping = False
         self._closing = False
-        self._paused = False
+        self._lost = False
+        self._half_closed = False  # our side is closed; waiting for the client's
         self._flush_pending = False
+        # reading is paused while any of these holds (see _update_reading)
+        self._backlogged = False  # too many parsed stanzas waiting
+        self._write_paused = False  # the client is not reading our output
+        self._shaped = False  # over its shaper rate
+        self._held = bytearray()  # input read past the shaper rate, not processed yet
+        self._unshape_timer: asyncio.TimerHandle | None = None
+        self._reading_paused = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        settings = edge.settings
+        #: output cap; raised when the client binds (see _on_bind)
+        self._out_cap = settings.max_output_buffer_unauthenticated
+        self._overflowed = False
+        self._unauth_counted = False  # holds one of edge.admit()'s per-IP slots
         # looked up once: get_running_loop() makes a getpid() system call on
         # Python 3.11, and the profile found it on every received chunk
         self._loop: asyncio.AbstractEventLoop | None = None
         self._metrics = edge.metrics
         self._conn_gauge = edge.metrics.conn_tls if direct_tls else edge.metrics.conn_tcp
+        # the input shaper, a token bucket of bytes refilled lazily (_refill);
+        # the unauthenticated phase runs at the normal rate
+        self._set_rate(settings.shaper_rate)
 
     # ---- asyncio callbacks ------------------------------------------------
 
@@ -69,13 +125,35 @@ class C2SConnection(asyncio.Protocol):
         self.ip = str(peer[0]) if peer else ""
         self.edge.connections.add(self)
         self._conn_gauge.inc()
+        # every write counts toward one bounded buffer: past the high-water
+        # mark asyncio calls pause_writing() and we stop reading the client
+        self.transport.set_write_buffer_limits(high=self._high_water())
+        self._tok_time = self._loop.time()
+        refused = self.edge.admit(self.ip)
+        if refused is not None:
+            # RFC 6120 4.9.3.14: a local service policy, named in <text/>;
+            # the stream header goes first (4.9.1.1), then the error and close
+            log.info("refusing %s: %s", self.ip, refused)
+            self.close(StreamError(StreamCondition.POLICY_VIOLATION, refused))
+            return
+        self._unauth_counted = True
 
     def data_received(self, data: bytes) -> None:
+        if self._half_closed:
+            return  # closing: read only so that unread input causes no reset
         self.last_rx = time.monotonic()
+        # the shaper's hot path: one subtraction and one comparison
+        self._tokens -= len(data)
+        if self._tokens < 0:
+            self._shape(data)
+            return
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         self.stream.receive_data(data)
-        if self.stream.backlog > READ_BACKLOG and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
+        if self.stream.backlog > READ_BACKLOG and not self._backlogged:
+            self._backlogged = True
+            self._update_reading()
         if not self._pumping:
             self._pumping = True
             (self._loop or asyncio.get_running_loop()).create_task(self._pump())
@@ -84,22 +162,161 @@ class C2SConnection(asyncio.Protocol):
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self.edge.connections.discard(self)
         self._conn_gauge.dec()
+        self._release_unauth()
+        self._writable.set()  # a pump waiting for the client to read must end
         if not self._closing:
             self._closing = True
             asyncio.get_running_loop().create_task(self._teardown())
 
-    # ---- driving the stream --------------------------------------------------
+    # ---- writing -------------------------------------------------------------
 
     def flush(self) -> None:
+        """Write what the stream has queued. Every write to the client goes
+        through here, so the output cap holds for replies, errors and
+        features as well as delivered stanzas."""
         out = self.stream.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+        t = self.transport
+        if out and t is not None and not t.is_closing() and not self._half_closed:
+            t.write(out)
+            if t.get_write_buffer_size() > self._out_cap and not self._overflowed:
+                self._overflowed = True
+                self._metrics.limited["output_buffer"].inc()
+                log.warning(
+                    "closing %s: %d bytes unread", self.jid or self.ip, t.get_write_buffer_size()
+                )
+                self.close(
+                    StreamError(StreamCondition.RESOURCE_CONSTRAINT, "too much unread output")
+                )
+
+    # ---- flow control ----------------------------------------------------------
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._writable.clear()
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._writable.set()
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Pause reading while any reason holds, resume when none does."""
+        want = self._backlogged or self._write_paused or self._shaped
+        t = self.transport
+        if want is self._reading_paused or t is None or t.is_closing():
+            return
+        self._reading_paused = want
+        if want:
+            t.pause_reading()
+        else:
+            t.resume_reading()
+
+    def _high_water(self) -> int:
+        # below the cap, so a client that stops reading is paused long before
+        # it is cut off
+        return min(OUTPUT_HIGH_WATER, self._out_cap // 2)
+
+    def _set_rate(self, rate: int) -> None:
+        """(Re)start the input shaper at ``rate`` bytes/s, its bucket full."""
+        s = self.edge.settings
+        if rate <= 0:
+            self._rate = 0.0
+            self._burst = float("inf")  # tokens never fall below 0
+        else:
+            self._rate = float(rate)
+            self._burst = max(rate * s.shaper_burst, 1.0)
+        if self._shaped and rate > 0:
+            # held input is still owed, at the new rate from now on
+            self._schedule_unshape(0.0)
+            return
+        self._tokens = self._level = self._burst
+        self._tok_time = self._loop.time() if self._loop is not None else 0.0
+        if self._shaped:
+            self._schedule_unshape(0.0)  # no shaper any more: release what is held
+
+    def _schedule_unshape(self, delay: float) -> None:
+        if self._unshape_timer is not None:
+            self._unshape_timer.cancel()
+        assert self._loop is not None
+        self._unshape_timer = self._loop.call_later(delay, self._unshape)
+
+    def _refill(self) -> None:
+        """Add the tokens earned since the last refill. ``_level`` is what the
+        bucket held then and ``_level - _tokens`` what was taken since; count
+        it as taken just now, so a long silence never buys more than one
+        burst (conservative: a true bucket would sometimes hold more)."""
+        if self._rate == 0.0:
+            return  # no shaper (turned off at bind): the bucket is infinite
+        assert self._loop is not None
+        now = self._loop.time()
+        self._tokens += min(self._burst - self._level, (now - self._tok_time) * self._rate)
+        self._level = self._tokens
+        self._tok_time = now
+
+    def _shape(self, data: bytes) -> None:
+        """``data`` (already counted) overdraws the bucket: process what the
+        refilled bucket covers, hold the rest and pause reading until the
+        bucket has earned it. Nothing is dropped and order is kept: while
+        shaped, whatever still arrives joins the held bytes."""
+        if self._shaped:
+            self._held += data  # a timer is pending
+            return
+        self._refill()
+        if self._tokens >= 0:
+            self._feed(data)
+            return
+        # one read can be up to 256 KiB (more after TLS): pausing after
+        # processing it would let a whole read through unshaped
+        now = max(len(data) + math.floor(self._tokens), 0)
+        self._held += data[now:]
+        self._shaped = True
+        self._metrics.limited["shaper"].inc()
+        self._update_reading()
+        self._schedule_unshape(min(-self._tokens / self._rate, SHAPER_TICK))
+        if now:
+            self._feed(data[:now])
+
+    def _unshape(self) -> None:
+        self._unshape_timer = None
+        if self._lost:
+            self._held.clear()
+            return
+        self._refill()
+        # the held bytes were counted already: the bucket covers this many
+        if self._tokens >= 0:
+            now = len(self._held)
+        else:
+            now = max(len(self._held) + math.floor(self._tokens), 0)
+        chunk = b""
+        if now > 0:
+            chunk = bytes(self._held[:now])
+            del self._held[:now]
+        if self._held:
+            self._schedule_unshape(min(max(-self._tokens, 1.0) / self._rate, SHAPER_TICK))
+        else:
+            self._shaped = False
+            self._update_reading()
+        if chunk:
+            self._feed(chunk)
+
+    def _release_unauth(self) -> None:
+        if self._unauth_counted:
+            self._unauth_counted = False
+            self.edge.release_unauthenticated(self.ip)
+
+    # ---- driving the stream --------------------------------------------------
 
     async def _pump(self) -> None:
         try:
             while True:
+                if self._write_paused:
+                    # the client is not reading: answering more of what it
+                    # sent would only queue output, so wait until it reads
+                    await self._writable.wait()
                 ev = self.stream.next_event()
                 if ev is None:
                     break
@@ -112,9 +329,9 @@ class C2SConnection(asyncio.Protocol):
             self._close_transport()
         finally:
             self._pumping = False
-            if self._paused and self.transport is not None and not self.transport.is_closing():
-                self._paused = False
-                self.transport.resume_reading()
+            if self._backlogged:
+                self._backlogged = False
+                self._update_reading()
         self.flush()
 
     async def _handle(self, ev: c2s.Event) -> None:
@@ -134,8 +351,12 @@ class C2SConnection(asyncio.Protocol):
         elif isinstance(ev, c2s.AuthFailed):
             self._metrics.auth_result(ev.mechanism, False)
             log.info("auth failed from %s: %s %s", self.ip, ev.mechanism, ev.condition)
+            await self._on_auth_failed(ev)
         elif isinstance(ev, c2s.Authenticated):
             self._metrics.auth_result(ev.mechanism, True)
+            account, self._auth_account = self._auth_account, None
+            if account is not None:
+                await self.edge.throttle.record_success(self.ip, account)
 
     async def _on_starttls(self) -> None:
         self.flush()
@@ -147,7 +368,7 @@ class C2SConnection(asyncio.Protocol):
                 self,
                 self.edge.ssl_context,
                 server_side=True,
-                ssl_handshake_timeout=30,
+                ssl_handshake_timeout=self.edge.settings.negotiation_timeout,
             )
         except (ssl.SSLError, OSError, ConnectionError, TimeoutError) as exc:
             log.info("TLS handshake with %s failed: %s", self.ip, exc)
@@ -157,13 +378,52 @@ class C2SConnection(asyncio.Protocol):
             self._close_transport()
             return
         self.transport = new
+        # a fresh transport: reading not paused, writing not paused (the old
+        # one now reports to the TLS layer, never to us), default limits
+        self._reading_paused = self._write_paused = False
+        self._writable.set()
+        new.set_write_buffer_limits(high=self._high_water())
+        self._update_reading()
         self.stream.tls_started()
 
     async def _on_need_credentials(self, ev: c2s.NeedCredentials) -> None:
         host = self.stream.host or self.edge.settings.default_host
+        try:  # one account whatever the case or width the client spelt it in
+            account = str(JID.make(ev.username, host).bare)
+        except StanzaError:
+            account = f"{ev.username}@{host}"
+        verdict = await self.edge.throttle.check(self.ip, account)
+        if verdict.blocked:
+            self._metrics.auth_throttled["refused"].inc()
+            self.stream.close(_blocked(verdict))
+            return
+        self._auth_account = account
+        if verdict.delay > 0:
+            # every attempt on the account waits, right password or not: the
+            # answer's timing must not tell which it was
+            self._metrics.auth_throttled["delayed"].inc()
+            await asyncio.sleep(verdict.delay)
+            if self.stream.state is not c2s.State.SASL_WAIT_CREDS:
+                return  # closed meanwhile (negotiation timeout, shutdown)
         storage = self.edge.storage
         creds, disabled = await storage.get_login(host, ev.username, ev.hash_name)
         self.stream.provide_credentials(creds, disabled=disabled)
+
+    async def _on_auth_failed(self, ev: c2s.AuthFailed) -> None:
+        account, self._auth_account = self._auth_account, None
+        if account is None or ev.condition == "aborted":
+            return  # no password was tried: nothing to count
+        verdict = await self.edge.throttle.record_failure(self.ip, account)
+        if verdict.blocked:
+            if verdict.started:
+                self._metrics.auth_throttled["blocked"].inc()
+                log.warning(
+                    "blocking %s for %.0f s after %d failed authentications",
+                    self.ip,
+                    verdict.retry_after,
+                    verdict.failures,
+                )
+            self.stream.close(_blocked(verdict))
 
     async def _on_bind(self, ev: c2s.BindRequest) -> None:
         host = self.stream.host or self.edge.settings.default_host
@@ -183,13 +443,22 @@ class C2SConnection(asyncio.Protocol):
         await self.edge.router.bind(session)
         self.jid = jid
         self.edge.local[jid] = self
+        self._release_unauth()
+        s = self.edge.settings
+        self._out_cap = s.max_output_buffer
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits(high=self._high_water())
+        if str(jid.bare) in self.edge.admins:
+            self._set_rate(s.shaper_rate_admin)
         self.stream.bind_done(jid)
 
     async def _on_preauth_iq(self, el: etree._Element) -> None:
         from ..features import register
 
         host = self.stream.host or self.edge.settings.default_host
-        reply = await register.preauth(self.edge.router, host, el)
+        reply = await register.preauth(
+            self.edge.router, host, el, ip=self.ip, limit=self.edge.throttle
+        )
         self.stream.send_element(reply)
         self.stream.release(el)
 
@@ -249,10 +518,6 @@ class C2SConnection(asyncio.Protocol):
     def _deferred_flush(self) -> None:
         self._flush_pending = False
         self.flush()
-        t = self.transport
-        if t is not None and t.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-            log.warning("closing %s: %d bytes unread", self.jid, t.get_write_buffer_size())
-            self.close(StreamError(StreamCondition.RESOURCE_CONSTRAINT, "too much unread output"))
 
     def close(self, error: StreamError | None) -> None:
         self.stream.close(error)
@@ -268,11 +533,34 @@ class C2SConnection(asyncio.Protocol):
         self.deliver(etree.tostring(iq, with_tail=False))
 
     def _close_transport(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
+        t = self.transport
+        if t is not None and not t.is_closing() and not self._half_closed:
+            loop = self._loop or asyncio.get_running_loop()
+            if t.can_write_eof() or _unread_input(t):
+                # Closing a socket with unread input makes the kernel answer
+                # with a reset, which throws away the stream error just
+                # written before the client reads it (a client still sending
+                # is exactly the one that needs to see why it is cut off).
+                # So: the queued output and a FIN go out (TCP), input is read
+                # and ignored, and the socket closes when the client closes
+                # its side (eof_received), or at CLOSE_LINGER at the latest.
+                self._half_closed = True
+                if t.can_write_eof():
+                    t.write_eof()
+                if self._reading_paused:
+                    self._reading_paused = False
+                    t.resume_reading()
+            else:
+                t.close()
+            loop.call_later(CLOSE_LINGER, self._abort)
         if not self._closing:
             self._closing = True
             asyncio.get_running_loop().create_task(self._teardown())
+
+    def _abort(self) -> None:
+        """The client has not read the rest of our output since we closed."""
+        if not self._lost and self.transport is not None:
+            self.transport.abort()
 
     async def _teardown(self) -> None:
         jid = self.jid

@@ -13,6 +13,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING
 
+from ..security.throttle import AuthThrottle, Limits, MemoryThrottle
 from ..storage.interface import Storage
 from ..xmpp import c2s
 from ..xmpp.errors import StreamCondition, StreamError
@@ -37,6 +38,7 @@ class EdgeServer:
         cb_data: bytes | None,
         node_id: str,
         metrics: Metrics | None = None,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -49,11 +51,21 @@ class EdgeServer:
         self.servers: list[asyncio.Server] = []
         self._housekeeping: asyncio.Task[None] | None = None
         self._extra_features: list[bytes] | None = None
+        #: per IP: connections admitted and not yet bound
+        self._unauthenticated: dict[str, int] = {}
+        #: per IP: the new-connection token bucket, (tokens, when last counted)
+        self._conn_rate: dict[str, tuple[float, float]] = {}
+        #: bare JIDs (normalized by Settings.load) shaped at shaper_rate_admin
+        self.admins = frozenset(settings.admins)
         if metrics is None:
             from ..platform.metrics import Metrics
 
             metrics = Metrics()  # a private registry nobody scrapes: no-op
         self.metrics = metrics
+        #: failed-login and registration counts; in a cluster, shared through Redis
+        self.throttle: AuthThrottle = (
+            throttle if throttle is not None else MemoryThrottle(Limits.from_settings(settings))
+        )
 
     def stream_config(self, direct_tls: bool) -> c2s.StreamConfig:
         if self._extra_features is None:
@@ -72,6 +84,8 @@ class EdgeServer:
             allow_plain=s.allow_plain,
             registration=s.registration,
             max_stanza_size=s.max_stanza_size,
+            preauth_stanza_size=s.preauth_stanza_size,
+            max_auth_failures=s.max_auth_failures,
             cb_data=self.cb_data,
             extra_features=self._extra_features,
         )
@@ -94,6 +108,54 @@ class EdgeServer:
         conn.close(StreamError(StreamCondition(condition), text))
         return True
 
+    # ---- per-IP limits ------------------------------------------------------------
+
+    def admit(self, ip: str) -> str | None:
+        """Count a new connection from ``ip``: why it is refused, or None.
+
+        An admitted connection holds one unauthenticated slot of its address
+        until :meth:`release_unauthenticated` (it bound, or it closed)."""
+        s = self.settings
+        if s.connection_rate_per_ip > 0:
+            now = time.monotonic()
+            burst = float(s.connection_burst_per_ip)
+            tokens, last = self._conn_rate.get(ip, (burst, now))
+            tokens = min(burst, tokens + (now - last) * s.connection_rate_per_ip)
+            if tokens < 1.0:
+                self._conn_rate[ip] = (tokens, now)
+                self.metrics.limited["connection_rate"].inc()
+                return "too many new connections from your address"
+            self._conn_rate[ip] = (tokens - 1.0, now)
+        n = self._unauthenticated.get(ip, 0)
+        if 0 < s.max_unauthenticated_per_ip <= n:
+            self.metrics.limited["unauthenticated_per_ip"].inc()
+            return "too many unauthenticated connections from your address"
+        self._unauthenticated[ip] = n + 1
+        return None
+
+    def release_unauthenticated(self, ip: str) -> None:
+        n = self._unauthenticated.get(ip, 0) - 1
+        if n > 0:
+            self._unauthenticated[ip] = n
+        else:
+            self._unauthenticated.pop(ip, None)
+
+    def _forget_full_buckets(self, now: float) -> None:
+        """Drop the rate buckets that have refilled: absent means full, so the
+        table only holds addresses that connected in the last few seconds."""
+        s = self.settings
+        if s.connection_rate_per_ip <= 0:
+            self._conn_rate.clear()
+            return
+        burst = s.connection_burst_per_ip
+        full = [
+            ip
+            for ip, (tokens, last) in self._conn_rate.items()
+            if tokens + (now - last) * s.connection_rate_per_ip >= burst
+        ]
+        for ip in full:
+            del self._conn_rate[ip]
+
     # ---- listeners -------------------------------------------------------------
 
     async def start(self) -> list[tuple[str, int]]:
@@ -108,6 +170,9 @@ class EdgeServer:
                 host=s.c2s_host,
                 port=port,
                 ssl=self.ssl_context if direct else None,
+                # a client that connects and sends nothing must not hold a
+                # half-open TLS handshake longer than the whole negotiation
+                ssl_handshake_timeout=s.negotiation_timeout if direct else None,
                 reuse_address=True,
                 backlog=1024,
             )
@@ -140,6 +205,7 @@ class EdgeServer:
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
+            self._forget_full_buckets(now)
             for conn in list(self.connections):
                 if conn.jid is None:
                     if now - conn.opened > s.negotiation_timeout:

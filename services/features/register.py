@@ -12,7 +12,12 @@ which returns the reply to send (result or error):
   SASLprep rejects, is not-acceptable (section 3.1; the XEP has no
   condition for a bad username, not-acceptable is what it uses for bad
   fields); a taken username is conflict; ``<remove/>`` before
-  authentication is not-authorized.
+  authentication is not-authorized. Past ``registration_limit_per_hour``
+  accounts created from the client's IP address, resource-constraint (type
+  wait, as ejabberd's registration_timeout answers): the XEP's section 3.1
+  allows not-acceptable for "too many times before authenticating" on one
+  stream, but that is the condition of a bad field here, and this limit is
+  one on the address that a later attempt may pass.
 
 After authentication (``to`` the domain, or no ``to``, meaning the user's own
 account; someone else's account is forbidden):
@@ -36,6 +41,7 @@ import asyncio
 from lxml import etree
 
 from ..router.interface import Envelope
+from ..security.throttle import AuthThrottle
 from ..storage.interface import ScramCredentials
 from ..xmpp import forms, ns
 from ..xmpp import stanza as st
@@ -112,7 +118,9 @@ def _registration_form() -> etree._Element:
     return q
 
 
-async def _preauth(ctx: Context, host: str, iq: etree._Element) -> etree._Element | None:
+async def _preauth(
+    ctx: Context, host: str, iq: etree._Element, ip: str, limit: AuthThrottle | None
+) -> etree._Element | None:
     if not ctx.settings.registration:
         raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
     to = iq.get("to")
@@ -139,19 +147,38 @@ async def _preauth(ctx: Context, host: str, iq: etree._Element) -> etree._Elemen
     assert local is not None
     if await ctx.storage.get_account(host, local) is not None:
         raise StanzaError(StanzaCondition.CONFLICT, "username taken")
-    creds = await _credentials(password)
-    if not await ctx.storage.create_account(host, local, creds):
+    if limit is not None and not await limit.reserve_registration(ip):
+        raise StanzaError(
+            StanzaCondition.RESOURCE_CONSTRAINT,
+            "too many registrations from your address; try again later",
+        )
+    created = False
+    try:
+        creds = await _credentials(password)
+        created = await ctx.storage.create_account(host, local, creds)
+    finally:
+        if not created and limit is not None:
+            await limit.release_registration(ip)
+    if not created:
         raise StanzaError(StanzaCondition.CONFLICT, "username taken")
     return None
 
 
-async def preauth(ctx: Context, host: str, iq: etree._Element) -> etree._Element:
-    """Answer a registration IQ received before authentication on a stream to ``host``.
+async def preauth(
+    ctx: Context,
+    host: str,
+    iq: etree._Element,
+    *,
+    ip: str = "",
+    limit: AuthThrottle | None = None,
+) -> etree._Element:
+    """Answer a registration IQ received before authentication on a stream to ``host``
+    from a client at ``ip``; ``limit`` counts the accounts created per address.
 
     Returns the element to send back: the IQ result, or the IQ error.
     """
     try:
-        payload = await _preauth(ctx, host, iq)
+        payload = await _preauth(ctx, host, iq, ip, limit)
     except StanzaError as err:
         return stanza_error_reply(iq, err)
     return st.iq_result(iq, payload)

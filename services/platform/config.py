@@ -20,6 +20,16 @@ class ConfigError(ValueError):
     pass
 
 
+class StartupError(RuntimeError):
+    """The server cannot start because of what a setting names (a folder it
+    cannot write, a port in use, a database it cannot open): one line for
+    the operator, naming the setting, instead of a traceback."""
+
+    def __init__(self, setting: str, value: object, reason: object) -> None:
+        super().__init__(f"{setting} = {value!s}: {reason}")
+        self.setting = setting
+
+
 def _f(default: Any, doc: str, **kw: Any) -> Any:
     if isinstance(default, list | dict | set):
         return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **kw})
@@ -44,11 +54,51 @@ class Settings:
     allow_plain: bool = _f(True, "Offer SASL PLAIN (only ever over TLS)")
     registration: bool = _f(False, "Allow in-band registration (XEP-0077)")
     max_stanza_size: int = _f(262144, "Largest stanza accepted, bytes (policy-violation past it)")
+    preauth_stanza_size: int = _f(
+        16384, "Largest element accepted before authentication, bytes (policy-violation past it)"
+    )
+    max_auth_failures: int = _f(
+        3, "Failed SASL attempts on one connection before it is closed (policy-violation)"
+    )
     offline_quota: int = _f(1000, "Offline messages kept per user (service-unavailable past it)")
     ping_interval: float = _f(60.0, "Seconds of client silence before the server pings (XEP-0199)")
     ping_timeout: float = _f(30.0, "Seconds to wait for the ping reply before dropping the session")
     negotiation_timeout: float = _f(
-        30.0, "Seconds a client has to authenticate and bind (connection-timeout)"
+        30.0,
+        "Seconds a client has to complete the TLS handshake, authenticate and bind "
+        "(connection-timeout)",
+    )
+    # ---- limits (docs/operations.md, "Limits") ----
+    max_unauthenticated_per_ip: int = _f(
+        20,
+        "Connections from one IP address not yet bound; past it new ones get a "
+        "policy-violation stream error (0: no limit)",
+    )
+    connection_rate_per_ip: float = _f(
+        20.0, "New connections per second from one IP address (policy-violation past it; 0: off)"
+    )
+    connection_burst_per_ip: int = _f(
+        40, "New connections one IP address may open at once before connection_rate_per_ip holds"
+    )
+    shaper_rate: int = _f(
+        50000, "Bytes per second read from each client; past it reading pauses (0: no shaper)"
+    )
+    shaper_rate_admin: int = _f(
+        500000, "Bytes per second read from an account listed in admins (0: no shaper)"
+    )
+    shaper_burst: float = _f(
+        2.0, "Seconds of a client's shaper rate it may send at once before being paused"
+    )
+    max_output_buffer: int = _f(
+        16 * 1024 * 1024,
+        "Bytes of unread output kept for a bound client; past it the stream is closed "
+        "with resource-constraint",
+    )
+    max_output_buffer_unauthenticated: int = _f(
+        256 * 1024, "The same limit before the client has bound a resource"
+    )
+    admins: list[str] = _f(
+        [], "Bare JIDs of server administrators (higher shaper rate), comma separated"
     )
     log_level: str = _f("INFO", "Logging level")
     log_json: bool = _f(False, "Log as JSON lines")
@@ -60,6 +110,25 @@ class Settings:
     )
     server_name: str = _f("xmppd", "Software name reported by XEP-0092")
     node_id: str = _f("", "This node's name in the cluster; empty means hostname-pid")
+    # ---- password guessing and registration limits (services/security/throttle.py) ----
+    auth_ip_max_failures: int = _f(
+        10,
+        "Failed authentications from one IP address within auth_failure_window that block "
+        "the address for auth_ip_block_time (policy-violation); 0: never",
+    )
+    auth_failure_window: float = _f(
+        600.0, "Seconds failed authentications are counted over, per IP address and per account"
+    )
+    auth_ip_block_time: float = _f(600.0, "Seconds a blocked IP address stays blocked")
+    auth_account_delay: float = _f(
+        0.5,
+        "Seconds the next attempt on an account waits after a failed one, doubling with each "
+        "further failure, reset by a success (0: no delay)",
+    )
+    auth_account_delay_max: float = _f(8.0, "Longest per-account delay, seconds")
+    registration_limit_per_hour: int = _f(
+        5, "In-band registrations from one IP address per hour (0: unlimited)"
+    )
     # ---- cluster mode ----
     redis_url: str = _f("redis://127.0.0.1:6379/0", "Redis for the session registry (cluster mode)")
     redis_prefix: str = _f("xmppd:", "Prefix of every Redis key (clusters may share a Redis)")
@@ -85,7 +154,11 @@ class Settings:
     admin_tokens_file: str = _f(
         "", "File of admin API tokens, one TOKEN:scope,scope a line (a mounted secret)"
     )
-    ops_host: str = _f("0.0.0.0", "Address the /metrics, /healthz and /readyz HTTP server binds to")
+    ops_host: str = _f(
+        "127.0.0.1",
+        "Address the /metrics, /healthz and /readyz HTTP server binds to "
+        "(the container image and manifests set 0.0.0.0 for Prometheus)",
+    )
     ops_port: int = _f(
         9100,
         "Port of the /metrics, /healthz and /readyz HTTP server (-1 disables, 0 picks a free port)",
@@ -96,7 +169,10 @@ class Settings:
         return self.hosts[0]
 
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{Path(self.data_dir) / 'xmppd.db'}"
+        # the database module reads everything after "sqlite://" as the path,
+        # so a relative data_dir must be made absolute here, or "./data"
+        # would become "/data" at the filesystem root
+        return self.database_url or f"sqlite://{Path(self.data_dir).absolute() / 'xmppd.db'}"
 
     def cert_paths(self) -> tuple[Path, Path]:
         d = Path(self.data_dir)
@@ -134,7 +210,18 @@ class Settings:
         if not settings.hosts:
             raise ConfigError("hosts: at least one domain is required")
         settings.hosts = [h.strip().lower() for h in settings.hosts]
+        settings.admins = _bare_jids("admins", settings.admins)
         return settings
+
+
+def _bare_jids(name: str, values: list[str]) -> list[str]:
+    """Normalized the way bound JIDs print, so a membership test is exact."""
+    from ..xmpp.jid import JID, JIDError
+
+    try:
+        return [str(JID.parse(v).bare) for v in values]
+    except JIDError as exc:
+        raise ConfigError(f"setting {name!r}: {exc}") from None
 
 
 def _coerce(name: str, typ: Any, raw: Any) -> Any:

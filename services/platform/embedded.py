@@ -26,13 +26,12 @@ from ..presence.service import PresenceService
 from ..router.registry import LocalRegistry
 from ..router.service import RouterService
 from ..storage.store import Store
-from ..xmpp.sasl import tls_server_end_point
-from . import tls
-from .config import Settings
-from .db import Database, open_database, timed_database
+from .config import Settings, StartupError
+from .db import Database, timed_database
 from .metrics import KINDS, Metrics, ServerStats
 from .migrate import migrate
 from .ops_http import OpsHTTPServer
+from .startup import load_tls, open_configured_database
 
 if TYPE_CHECKING:
     from ..admin.api import ApiServer
@@ -69,14 +68,13 @@ class EmbeddedServer:
     async def start(self) -> None:
         s = self.settings
         admin_tokens = self._admin_tokens()  # a bad token entry fails before anything starts
-        Path(s.data_dir).mkdir(parents=True, exist_ok=True)
-        cert, key = s.cert_paths()
-        if tls.ensure_self_signed(cert, key, s.hosts):
-            log.info("created a self-signed certificate for %s in %s", ",".join(s.hosts), cert)
-        ctx = tls.server_context(cert, key)
-        cb = tls_server_end_point(tls.cert_der(cert))
+        try:
+            Path(s.data_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError("data_dir", s.data_dir, exc.strerror or exc) from None
+        ctx, cb = load_tls(s)
         self.metrics = metrics = Metrics(CollectorRegistry())
-        self.db = await open_database(s.resolved_database_url())
+        self.db = await open_configured_database(s)
         applied = await migrate(self.db)
         if applied:
             log.info("applied migrations: %s", ", ".join(applied))
@@ -90,13 +88,18 @@ class EmbeddedServer:
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.edge = edge = EdgeServer(s, self.router, self.store, ctx, cb, node, metrics=metrics)
         self.router.attach_edge(self.edge)
-        self.addresses = await self.edge.start()
+        try:
+            self.addresses = await self.edge.start()
+        except OSError as exc:
+            ports = f"{s.c2s_host}:{s.c2s_port},{s.c2s_direct_tls_port}"
+            raise StartupError("c2s_port", ports, exc.strerror or exc) from None
         self.admin = AdminContext(
             self.store,
             s.hosts,
             registry,
             self.router.edges,
             router=self.router,
+            throttle=edge.throttle,
             stanza_count=lambda: int(
                 sum(
                     metrics.registry.get_sample_value("xmppd_stanzas_in_total", {"kind": k}) or 0
@@ -183,11 +186,13 @@ class EmbeddedServer:
     async def serve_forever(self) -> None:
         import signal
 
-        await self.start()
+        # handlers first: a SIGTERM that arrives while starting (a supervisor
+        # that gives up quickly) must still end in a clean stop, not a kill
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        await self.start()
         await stop.wait()
         log.info("shutting down")
         await self.stop()

@@ -9,7 +9,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from . import logs
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, StartupError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,11 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         coro = ROLES[args.mode](settings)
     tune(settings.gc_threshold)
     try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-    else:
-        uvloop.run(coro)
+        try:
+            import uvloop
+        except ImportError:
+            asyncio.run(coro)
+        else:
+            uvloop.run(coro)
+    except StartupError as exc:
+        print(f"xmppd: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

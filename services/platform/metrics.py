@@ -15,6 +15,13 @@ dashboards and the alert rules:
                                             tls = direct TLS, websocket, bosh)
 ``xmppd_auth_total{mechanism,outcome}``     SASL attempts; outcome success|failure, unknown
                                             mechanisms counted as ``other``
+``xmppd_auth_throttled_total{action}``      password-guessing defences: blocked (an IP address
+                                            was blocked), refused (a blocked address asked to
+                                            authenticate), delayed (an account's attempt waited)
+``xmppd_limited_total{limit}``              the edge's limits acting: connections refused
+                                            (unauthenticated_per_ip, connection_rate),
+                                            streams closed for unread output (output_buffer),
+                                            reads paused by the traffic shaper (shaper)
 ``xmppd_stanzas_in_total{kind}``            stanzas read from clients: message|presence|iq,
                                             error for any stanza of type="error"
 ``xmppd_stanzas_out_total{kind}``           stanzas written to clients (same kinds)
@@ -92,6 +99,10 @@ PREFIX = "xmppd"
 TRANSPORTS = ("tcp", "tls", "websocket", "bosh")
 KINDS = ("message", "presence", "iq", "error")
 OUTCOMES = ("success", "failure")
+#: what the authentication throttle did (services/security/throttle.py)
+THROTTLE_ACTIONS = ("blocked", "refused", "delayed")
+#: the edge's limits (docs/operations.md, "Limits")
+LIMITS = ("unauthenticated_per_ip", "connection_rate", "output_buffer", "shaper")
 #: SASL mechanisms get their own label value; anything else a client names is "other"
 AUTH_MECHANISMS = (*MECHANISMS, "other")
 #: seconds; from 100 µs (in-process routing) to 10 s
@@ -118,6 +129,8 @@ LATENCY_BUCKETS = (
 METRIC_NAMES = (
     "xmppd_connections",
     "xmppd_auth_total",
+    "xmppd_auth_throttled_total",
+    "xmppd_limited_total",
     "xmppd_stanzas_in_total",
     "xmppd_stanzas_out_total",
     "xmppd_routing_latency_seconds",
@@ -180,6 +193,25 @@ class Metrics:
             registry=r,
         )
         self._auth = {(m, o): self.auth.labels(m, o) for m in AUTH_MECHANISMS for o in OUTCOMES}
+        throttled = Counter(
+            "xmppd_auth_throttled",
+            "Password-guessing defences: IP addresses blocked, attempts refused because their"
+            " address was blocked, attempts delayed for their account's failures",
+            ["action"],
+            registry=r,
+        )
+        #: action -> counter: blocked, refused, delayed
+        self.auth_throttled = {a: throttled.labels(a) for a in THROTTLE_ACTIONS}
+        limited = Counter(
+            "xmppd_limited",
+            "Times an edge limit acted: connections refused (unauthenticated_per_ip,"
+            " connection_rate), streams closed for unread output (output_buffer), reads"
+            " paused by the traffic shaper (shaper)",
+            ["limit"],
+            registry=r,
+        )
+        #: limit -> counter (LIMITS)
+        self.limited = {k: limited.labels(k) for k in LIMITS}
 
         self.stanzas_in = Counter(
             "xmppd_stanzas_in", "Stanzas received from clients by kind", ["kind"], registry=r

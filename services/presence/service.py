@@ -15,9 +15,15 @@ inbound request from someone the user never put in the roster (state "None +
 Pending In" with no name and no groups) is *hidden*: it is left out of roster
 results and pushes, and deleted once the request is withdrawn or denied.
 
-Changes to one user's roster are serialized by a per-user lock. No lock is held
-while routing: routing to a local contact re-enters this service, and an
-auto-reply can come straight back to the same user.
+Every change to a roster item is a compare-and-set in storage
+(:func:`change_roster_item` over ``Storage.update_roster_item``): read the
+item, decide, write only if the item is still what was read, otherwise read
+and decide again. That holds across processes: in cluster mode a user's
+inbound presence reaches whichever replica its *sender* maps to, and the admin
+API writes rosters from its own process. A per-user lock in this process only
+saves most of the retries. No lock is held while routing: routing to a local
+contact re-enters this service, and an auto-reply can come straight back to
+the same user.
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Iterable
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from lxml import etree
 
 from ..router.interface import Envelope, Session
-from ..storage.interface import LastActivity, RosterItem
+from ..storage.interface import LastActivity, RosterItem, Storage
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaError
@@ -53,6 +59,7 @@ _SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 _PRIORITY = ns.q(ns.CLIENT, "priority")
 _STATUS = ns.q(ns.CLIENT, "status")
 _push_ids = itertools.count(1)
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- roster items
@@ -103,6 +110,59 @@ def _has_from(item: RosterItem | None) -> bool:
 
 def _has_to(item: RosterItem | None) -> bool:
     return item is not None and item.subscription in ("to", "both")
+
+
+def _stored_form(old: RosterItem | None, new: RosterItem) -> RosterItem | None:
+    """What to store for ``new``: nothing (None) for a withdrawn or denied
+    request from someone never in the roster, rather than a void item."""
+    if _is_void(new) and (old is None or is_hidden(old)):
+        return None
+    return new
+
+
+# ---------------------------------------------------------------- compare-and-set
+
+#: attempts of one roster change: each retry means another writer changed the
+#: item between our read and our write, so a handful is plenty
+CAS_TRIES = 16
+
+#: ``decide(stored item) -> (write?, new item or None to delete, result)``; it
+#: may run several times, so it must only compute
+Decide = Callable[[RosterItem | None], tuple[bool, RosterItem | None, T]]
+
+
+class RosterConflictError(RuntimeError):
+    """A roster item kept changing under a read-modify-write (``CAS_TRIES`` times)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RosterChange(Generic[T]):
+    old: RosterItem | None  # the stored item the change was decided on
+    new: RosterItem | None  # the item stored now (``old`` when nothing was written)
+    version: int | None  # the new roster version; None when nothing was written
+    result: T  # what ``decide`` returned with it
+
+
+async def change_roster_item(
+    storage: Storage, user: JID, jid: str, decide: Decide[T]
+) -> RosterChange[T]:
+    """Read-modify-write ``user``'s item for ``jid`` with compare-and-set.
+
+    ``decide`` gets the stored item (None: none) and returns whether to write,
+    the item to write (None: delete) and a result for the caller. The write
+    goes through only if the item is still the one ``decide`` saw; otherwise
+    the item is read and decided on again, so no writer's update is lost,
+    whichever process it runs in."""
+    assert user.local is not None
+    for _ in range(CAS_TRIES):
+        old = await storage.get_roster_item(user.domain, user.local, jid)
+        write, new, result = decide(old)
+        if not write or (new is None and old is None):
+            return RosterChange(old, old, None, result)
+        version = await storage.update_roster_item(user.domain, user.local, jid, old, new)
+        if version is not None:
+            return RosterChange(old, new, version, result)
+    raise RosterConflictError(f"the roster item {jid} of {user} kept changing")
 
 
 def roster_item_element(item: RosterItem, remove: bool = False) -> etree._Element:
@@ -204,6 +264,23 @@ def _jid(s: str) -> JID | None:
         return None
 
 
+#: what an outbound subscription stanza does besides the roster change:
+#: (route it, send current presence after it, send unavailable before it)
+_OutboundFlags = tuple[bool, bool, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _InboundEffects:
+    """What an inbound subscription stanza does besides the roster change."""
+
+    deliver: bool = False  # to the user's available resources
+    reply: str | None = None  # presence type the server answers with
+    auto_approved: bool = False
+    gained_to: bool = False
+    lost_from: bool = False
+    lost_to: bool = False
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -230,18 +307,14 @@ class PresenceService:
         assert user.local is not None
         return await self.router.storage.get_roster_item(user.domain, user.local, str(contact))
 
-    async def _store(self, user: JID, old: RosterItem | None, new: RosterItem) -> None:
-        """Write a changed item and push it. Call with the user's lock held."""
-        storage = self.router.storage
-        assert user.local is not None
-        if _is_void(new) and (old is None or is_hidden(old)):
-            # a withdrawn or denied request from someone never in the roster
-            if old is not None:
-                await storage.delete_roster_item(user.domain, user.local, old.jid)
-            return
-        ver = await storage.put_roster_item(user.domain, user.local, new)
-        if not is_hidden(new):
-            await push_roster(self.router, user, new, ver)
+    async def _change(self, user: JID, contact: JID, decide: Decide[T]) -> T:
+        """Change an item (compare-and-set) and push what was written, unless
+        hidden. Call with the user's lock held: it only saves CAS retries."""
+        change = await change_roster_item(self.router.storage, user, str(contact), decide)
+        new = change.new
+        if change.version is not None and new is not None and not is_hidden(new):
+            await push_roster(self.router, user, new, change.version)
+        return change.result
 
     async def _available_sessions(self, user: JID) -> list[Session]:
         return [s for s in await self.router.sessions.resources(user.bare) if s.available]
@@ -414,20 +487,22 @@ class PresenceService:
         if await self._blocked(user, contact):
             return
         out = _readdress(el, user, contact)
-        route = False
-        after_approval = False
-        unavailable_first = False
-        async with self._lock(user):
-            item = await self._get_item(user, contact)
+
+        def decide(item: RosterItem | None) -> tuple[bool, RosterItem | None, _OutboundFlags]:
+            def write(
+                new: RosterItem, flags: _OutboundFlags
+            ) -> tuple[bool, RosterItem | None, _OutboundFlags]:
+                return True, _stored_form(item, new), flags
+
             base = item if item is not None else RosterItem(jid=str(contact))
             if typ == "subscribe":
                 # A.2.1: routed whatever the state, so the contact can resync
-                route = True
                 if base.subscription in ("none", "from") and not base.ask:
-                    await self._store(user, item, replace(base, ask=True))
-            elif typ == "subscribed":
+                    return write(replace(base, ask=True), (True, False, False))
+                return False, item, (True, False, False)
+            if typ == "subscribed":
                 if _has_from(item):
-                    return
+                    return False, item, (False, False, False)
                 if item is not None and item.pending_in:
                     new = replace(
                         item,
@@ -436,34 +511,38 @@ class PresenceService:
                         pending_in_stanza=None,
                         approved=False,
                     )
-                    await self._store(user, item, new)
-                    route = after_approval = True
-                elif not base.approved:
+                    return write(new, (True, True, False))
+                if not base.approved:
                     # 3.4: pre-approval, not routed
-                    await self._store(user, item, replace(base, approved=True))
-            elif typ == "unsubscribe":
-                route = True
+                    return write(replace(base, approved=True), (False, False, False))
+                return False, item, (False, False, False)
+            if typ == "unsubscribe":
                 if item is not None and (item.ask or _has_to(item)):
                     new = replace(item, ask=False, subscription=_drop_to(item.subscription))
-                    await self._store(user, item, new)
-            elif item is not None:  # unsubscribed
-                if _has_from(item):
-                    new = replace(
-                        item,
-                        subscription=_drop_from(item.subscription),
-                        pending_in=False,
-                        pending_in_stanza=None,
-                        approved=False,
-                    )
-                    await self._store(user, item, new)
-                    route = unavailable_first = True
-                elif item.pending_in:
-                    new = replace(item, pending_in=False, pending_in_stanza=None)
-                    await self._store(user, item, new)
-                    route = True
-                elif item.approved:
-                    # 3.2.2: cancelling a pre-approval is not routed
-                    await self._store(user, item, replace(item, approved=False))
+                    return write(new, (True, False, False))
+                return False, item, (True, False, False)
+            # unsubscribed
+            if item is None:
+                return False, item, (False, False, False)
+            if _has_from(item):
+                new = replace(
+                    item,
+                    subscription=_drop_from(item.subscription),
+                    pending_in=False,
+                    pending_in_stanza=None,
+                    approved=False,
+                )
+                return write(new, (True, False, True))
+            if item.pending_in:
+                new = replace(item, pending_in=False, pending_in_stanza=None)
+                return write(new, (True, False, False))
+            if item.approved:
+                # 3.2.2: cancelling a pre-approval is not routed
+                return write(replace(item, approved=False), (False, False, False))
+            return False, item, (False, False, False)
+
+        async with self._lock(user):
+            route, after_approval, unavailable_first = await self._change(user, contact, decide)
         local = self.router.is_local(contact.domain)
         if unavailable_first and not local:
             # a local contact's inbound side delivers these itself
@@ -552,15 +631,19 @@ class PresenceService:
             return
         stanza = _readdress(el, contact, user)
         data = etree.tostring(stanza, with_tail=False)
-        deliver = False
-        reply: str | None = None
-        auto_approved = gained_to = lost_from = lost_to = False
-        async with self._lock(user):
-            item = await self._get_item(user, contact)
+        nothing = _InboundEffects()
+
+        def decide(item: RosterItem | None) -> tuple[bool, RosterItem | None, _InboundEffects]:
+            def write(
+                new: RosterItem, effects: _InboundEffects
+            ) -> tuple[bool, RosterItem | None, _InboundEffects]:
+                return True, _stored_form(item, new), effects
+
             if typ == "subscribe":
                 if _has_from(item):
-                    reply = "subscribed"  # 3.1.3: already subscribed, auto-reply
-                elif item is not None and item.approved:
+                    # 3.1.3: already subscribed, auto-reply
+                    return False, item, _InboundEffects(reply="subscribed")
+                if item is not None and item.approved:
                     new = replace(
                         item,
                         subscription=_add_from(item.subscription),
@@ -568,35 +651,34 @@ class PresenceService:
                         pending_in=False,
                         pending_in_stanza=None,
                     )
-                    await self._store(user, item, new)
-                    reply = "subscribed"
-                    auto_approved = True
-                elif item is None or not item.pending_in:
+                    return write(new, _InboundEffects(reply="subscribed", auto_approved=True))
+                if item is None or not item.pending_in:
                     base = item if item is not None else RosterItem(jid=str(contact))
                     new = replace(base, pending_in=True, pending_in_stanza=data)
-                    await self._store(user, item, new)
-                    deliver = True
+                    return write(new, _InboundEffects(deliver=True))
             elif typ == "subscribed":
                 if item is not None and item.ask and item.subscription in ("none", "from"):
                     new = replace(item, ask=False, subscription=_add_to(item.subscription))
-                    await self._store(user, item, new)
-                    deliver = gained_to = True
+                    return write(new, _InboundEffects(deliver=True, gained_to=True))
             elif typ == "unsubscribe":
                 if item is not None and (_has_from(item) or item.pending_in):
-                    lost_from = _has_from(item)
                     new = replace(
                         item,
                         subscription=_drop_from(item.subscription),
                         pending_in=False,
                         pending_in_stanza=None,
                     )
-                    await self._store(user, item, new)
-                    deliver = True
+                    return write(new, _InboundEffects(deliver=True, lost_from=_has_from(item)))
             elif item is not None and (item.ask or _has_to(item)):  # unsubscribed
-                lost_to = _has_to(item)
                 new = replace(item, ask=False, subscription=_drop_to(item.subscription))
-                await self._store(user, item, new)
-                deliver = True
+                return write(new, _InboundEffects(deliver=True, lost_to=_has_to(item)))
+            return False, item, nothing
+
+        async with self._lock(user):
+            effects = await self._change(user, contact, decide)
+        deliver, reply = effects.deliver, effects.reply
+        auto_approved, gained_to = effects.auto_approved, effects.gained_to
+        lost_from, lost_to = effects.lost_from, effects.lost_to
         if deliver:
             for s in await self._available_sessions(user):
                 await self.router.deliver(s.jid, data)
@@ -667,26 +749,32 @@ class PresenceService:
     ) -> None:
         """RFC 6121 2.3: add or update an item; the subscription state is kept."""
         assert user.local is not None
-        async with self._lock(user):
-            old = await self._get_item(user, contact)
+
+        def decide(old: RosterItem | None) -> tuple[bool, RosterItem | None, None]:
             if old is None:
-                new = RosterItem(jid=str(contact), name=name, groups=groups)
-            else:
-                new = replace(old, name=name, groups=groups)
-            ver = await self.router.storage.put_roster_item(user.domain, user.local, new)
-            await push_roster(self.router, user, new, ver)
+                return True, RosterItem(jid=str(contact), name=name, groups=groups), None
+            return True, replace(old, name=name, groups=groups), None
+
+        async with self._lock(user):
+            change = await change_roster_item(self.router.storage, user, str(contact), decide)
+            assert change.new is not None and change.version is not None
+            await push_roster(self.router, user, change.new, change.version)
 
     async def roster_remove(self, user: JID, contact: JID) -> bool:
         """RFC 6121 2.5: remove an item, cancelling subscriptions both ways.
 
         Returns False when there was no such item."""
         assert user.local is not None
+
+        def decide(old: RosterItem | None) -> tuple[bool, RosterItem | None, None]:
+            return old is not None, None, None
+
         async with self._lock(user):
-            item = await self._get_item(user, contact)
-            if item is None:
+            change = await change_roster_item(self.router.storage, user, str(contact), decide)
+            item = change.old
+            if item is None or change.version is None:
                 return False
-            ver = await self.router.storage.delete_roster_item(user.domain, user.local, item.jid)
-            await push_roster(self.router, user, item, ver, remove=True)
+            await push_roster(self.router, user, item, change.version, remove=True)
         local = self.router.is_local(contact.domain)
         if item.ask or _has_to(item):
             unsub = st.make("presence", to=contact, frm=user, type_="unsubscribe")

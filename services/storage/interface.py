@@ -89,13 +89,33 @@ class Storage(Protocol):
     async def roster_entries_for(
         self, jid: str
     ) -> list[tuple[str, str, RosterItem, LastActivity | None]]: ...
+    # blind writes: a read-modify-write built on these loses concurrent
+    # updates (two presence replicas, the admin API); use update_roster_item
     async def put_roster_item(self, host: str, username: str, item: RosterItem) -> int: ...
     async def delete_roster_item(self, host: str, username: str, jid: str) -> int: ...
+    # compare-and-set: write ``new`` (None: delete) only if the stored item for
+    # ``jid`` is still ``expected`` (None: absent); the new roster version, or
+    # None (nothing written, version unchanged) when it is not
+    async def update_roster_item(
+        self,
+        host: str,
+        username: str,
+        jid: str,
+        expected: RosterItem | None,
+        new: RosterItem | None,
+    ) -> int | None: ...
 
-    # offline messages (XEP-0160)
-    async def store_offline(self, host: str, username: str, stanza: bytes, stamp: float) -> int: ...
+    # offline messages (XEP-0160). ``key`` is the caller's unique name for the
+    # message (a UUID): storing the same key again stores nothing and returns
+    # the first id, so a retried call cannot duplicate a message. Delivery
+    # reads (oldest first) and then deletes what it delivered, so a failure
+    # in between loses nothing and leaves the rest in order.
+    async def store_offline(
+        self, host: str, username: str, stanza: bytes, stamp: float, key: str
+    ) -> int: ...
     async def count_offline(self, host: str, username: str) -> int: ...
-    async def pop_offline(self, host: str, username: str) -> list[OfflineMessage]: ...
+    async def fetch_offline(self, host: str, username: str) -> list[OfflineMessage]: ...
+    async def delete_offline(self, host: str, username: str, ids: list[int]) -> None: ...
 
     # vcard-temp (XEP-0054)
     async def get_vcard(self, host: str, username: str) -> bytes | None: ...

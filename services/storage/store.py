@@ -13,7 +13,15 @@ Behaviour the Protocol leaves open:
   an unknown account return nothing (``get_roster`` returns ``(0, [])``).
 * ``set_credentials`` replaces all the account's credentials by the given ones.
 * Every ``put_roster_item`` and ``delete_roster_item`` bumps the roster
-  version (XEP-0237), even when deleting an item that was not there.
+  version (XEP-0237), even when deleting an item that was not there;
+  ``update_roster_item`` bumps it only when it writes.
+* ``update_roster_item`` bumps the version first, in the same transaction as
+  its read and write: on PostgreSQL that UPDATE locks the user's ``accounts``
+  row until commit, so concurrent roster writers for one user (any process)
+  run one after another and the read sees the previous writer's commit;
+  SQLite has one writer (``BEGIN IMMEDIATE``).
+* ``store_offline`` with a key already stored for the user returns the first
+  row's id and stores nothing; ``delete_offline`` ignores ids that are gone.
 * Lists come back in code point order (``list_accounts`` by username,
   ``get_roster`` by jid, ``get_blocklist`` by jid), the same on both engines.
 """
@@ -64,6 +72,10 @@ class UnknownAccountError(LookupError):
         super().__init__(f"no account {username}@{host}")
         self.host = host
         self.username = username
+
+
+class _RosterConflict(Exception):
+    """Raised inside update_roster_item's transaction to roll it back."""
 
 
 def _like_pattern(search: str) -> str:
@@ -351,54 +363,109 @@ class Store:
             out.append((host, username, _roster_item(tuple(item)), last))
         return out
 
+    @staticmethod
+    async def _write_roster_item(
+        tx: Connection, host: str, username: str, item: RosterItem
+    ) -> None:
+        await tx.execute(
+            f"INSERT INTO roster_items (host, username, {_ROSTER_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (host, username, jid) DO UPDATE SET"
+            " name = excluded.name, subscription = excluded.subscription,"
+            " ask = excluded.ask, pending_in = excluded.pending_in,"
+            " approved = excluded.approved, groups_json = excluded.groups_json,"
+            " pending_in_stanza = excluded.pending_in_stanza",
+            host,
+            username,
+            item.jid,
+            item.name,
+            item.subscription,
+            bool(item.ask),
+            bool(item.pending_in),
+            bool(item.approved),
+            json.dumps(list(item.groups), ensure_ascii=False),
+            None if item.pending_in_stanza is None else bytes(item.pending_in_stanza),
+        )
+
+    @staticmethod
+    async def _remove_roster_item(tx: Connection, host: str, username: str, jid: str) -> None:
+        await tx.execute(
+            "DELETE FROM roster_items WHERE host = $1 AND username = $2 AND jid = $3",
+            host,
+            username,
+            jid,
+        )
+
     async def put_roster_item(self, host: str, username: str, item: RosterItem) -> int:
         async with self.db.transaction() as tx:
             version = await self._bump_roster_version(tx, host, username)
-            await tx.execute(
-                f"INSERT INTO roster_items (host, username, {_ROSTER_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-                " ON CONFLICT (host, username, jid) DO UPDATE SET"
-                " name = excluded.name, subscription = excluded.subscription,"
-                " ask = excluded.ask, pending_in = excluded.pending_in,"
-                " approved = excluded.approved, groups_json = excluded.groups_json,"
-                " pending_in_stanza = excluded.pending_in_stanza",
-                host,
-                username,
-                item.jid,
-                item.name,
-                item.subscription,
-                bool(item.ask),
-                bool(item.pending_in),
-                bool(item.approved),
-                json.dumps(list(item.groups), ensure_ascii=False),
-                None if item.pending_in_stanza is None else bytes(item.pending_in_stanza),
-            )
+            await self._write_roster_item(tx, host, username, item)
         return version
 
     async def delete_roster_item(self, host: str, username: str, jid: str) -> int:
         async with self.db.transaction() as tx:
             version = await self._bump_roster_version(tx, host, username)
-            await tx.execute(
-                "DELETE FROM roster_items WHERE host = $1 AND username = $2 AND jid = $3",
-                host,
-                username,
-                jid,
-            )
+            await self._remove_roster_item(tx, host, username, jid)
+        return version
+
+    async def update_roster_item(
+        self,
+        host: str,
+        username: str,
+        jid: str,
+        expected: RosterItem | None,
+        new: RosterItem | None,
+    ) -> int | None:
+        if new is not None and new.jid != jid:
+            raise ValueError(f"item for {new.jid!r} written as {jid!r}")
+        try:
+            async with self.db.transaction() as tx:
+                # the bump comes first: it is what serialises writers (see the top)
+                version = await self._bump_roster_version(tx, host, username)
+                row = await tx.fetchrow(
+                    f"SELECT {_ROSTER_COLUMNS} FROM roster_items"
+                    " WHERE host = $1 AND username = $2 AND jid = $3",
+                    host,
+                    username,
+                    jid,
+                )
+                current = None if row is None else _roster_item(row)
+                if current != expected:
+                    raise _RosterConflict  # rolls the bump back
+                if new is None:
+                    await self._remove_roster_item(tx, host, username, jid)
+                else:
+                    await self._write_roster_item(tx, host, username, new)
+        except _RosterConflict:
+            return None
         return version
 
     # ---------------------------------------------------------- offline messages
 
-    async def store_offline(self, host: str, username: str, stanza: bytes, stamp: float) -> int:
+    async def store_offline(
+        self, host: str, username: str, stanza: bytes, stamp: float, key: str
+    ) -> int:
         async with self._owner_required(host, username):
             msg_id = await self.db.fetchval(
-                "INSERT INTO offline_messages (host, username, stanza, stamp)"
-                " VALUES ($1, $2, $3, $4) RETURNING id",
+                "INSERT INTO offline_messages (host, username, stanza, stamp, msg_key)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (host, username, msg_key) DO NOTHING RETURNING id",
                 host,
                 username,
                 bytes(stanza),
                 float(stamp),
+                key,
             )
-        return int(msg_id)
+        if msg_id is None:  # the key is stored already: a retry of the same message
+            msg_id = await self.db.fetchval(
+                "SELECT id FROM offline_messages"
+                " WHERE host = $1 AND username = $2 AND msg_key = $3",
+                host,
+                username,
+                key,
+            )
+        # 0: it was stored, and delivered and deleted before this retry
+        return 0 if msg_id is None else int(msg_id)
 
     async def count_offline(self, host: str, username: str) -> int:
         n = await self.db.fetchval(
@@ -408,17 +475,33 @@ class Store:
         )
         return int(n)
 
-    async def pop_offline(self, host: str, username: str) -> list[OfflineMessage]:
-        # one statement is atomic on its own: no BEGIN/COMMIT round trips
+    async def fetch_offline(self, host: str, username: str) -> list[OfflineMessage]:
         rows = await self.db.fetch(
-            "DELETE FROM offline_messages WHERE host = $1 AND username = $2"
-            " RETURNING id, stanza, stamp",
+            "SELECT id, stanza, stamp FROM offline_messages"
+            " WHERE host = $1 AND username = $2 ORDER BY id",
             host,
             username,
         )
-        messages = [OfflineMessage(int(i), bytes(s), float(t)) for i, s, t in rows]
-        messages.sort(key=lambda m: m.id)
-        return messages
+        return [OfflineMessage(int(i), bytes(s), float(t)) for i, s, t in rows]
+
+    #: ids per DELETE statement, well under both engines' bound-parameter limits
+    _DELETE_CHUNK = 500
+
+    async def delete_offline(self, host: str, username: str, ids: list[int]) -> None:
+        unique = sorted({int(i) for i in ids})
+        if not unique:
+            return
+        async with self.db.transaction() as tx:
+            for start in range(0, len(unique), self._DELETE_CHUNK):
+                chunk = unique[start : start + self._DELETE_CHUNK]
+                marks = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
+                await tx.execute(
+                    "DELETE FROM offline_messages WHERE host = $1 AND username = $2"
+                    f" AND id IN ({marks})",
+                    host,
+                    username,
+                    *chunk,
+                )
 
     # ------------------------------------------------------------------ vcard-temp
 

@@ -143,6 +143,10 @@ class StreamConfig:
     allow_plain: bool = True  # PLAIN, and only over TLS
     registration: bool = False
     max_stanza_size: int = 262144
+    #: before authentication only negotiation is possible: a far smaller bound
+    preauth_stanza_size: int = 16384
+    #: failed SASL attempts before the stream is closed (RFC 6120 6.4.5: 2 to 5 retries)
+    max_auth_failures: int = 3
     cb_data: bytes | None = None  # tls-server-end-point data for -PLUS
     extra_features: list[bytes] = field(default_factory=list)  # after bind (caps, rosterver)
     version: str = "1.0"
@@ -159,13 +163,15 @@ class C2SStream:
         self.jid: JID | None = None
         self.lang = "en"
         self.stream_id = stream_id or secrets.token_hex(8)
-        self._parser = StreamParser(config.max_stanza_size)
+        self._parser = StreamParser(config.preauth_stanza_size)
+        self._auth_failures = 0
         self._out: list[bytes] = []
         self._queue: collections.deque[StanzaReceived] = collections.deque()
         self._events: collections.deque[Event] = collections.deque()
         self._header_sent = False
         self._scram: sasl.ScramServer | None = None
         self._mech = ""
+        self._scram_user = ""  # the prepared localpart of the SCRAM exchange
         self._plain: tuple[str, str] | None = None  # (username, password) while looking up
         self._bind_iq: etree._Element | None = None
         self._peer_closed = False
@@ -250,7 +256,7 @@ class C2SStream:
             if self._plain is not None:
                 user, password = self._plain
                 self._plain = None
-                if creds is None or not sasl.verify_password(password, creds):
+                if not sasl.verify_password_or_decoy(password, creds):
                     raise SaslFailure(SaslCondition.NOT_AUTHORIZED)
                 self._auth_success(user, None)
                 return
@@ -311,7 +317,10 @@ class C2SStream:
         self._out.append(etree.tostring(el, with_tail=False))
 
     def _restart(self) -> None:
-        self._parser = StreamParser(self.config.max_stanza_size)
+        limit = (
+            self.config.max_stanza_size if self.authenticated else self.config.preauth_stanza_size
+        )
+        self._parser = StreamParser(limit)
         self._queue.clear()
         self._header_sent = False
         self.state = State.WAIT_HEADER
@@ -335,7 +344,7 @@ class C2SStream:
             self.lang = lang
         to = ev.attrs.get("to")
         host = to.lower() if to else None
-        if host in self.config.hosts:
+        if host in self.config.hosts and not self.authenticated:
             self.host = host
         self._send_header(self.host or next(iter(sorted(self.config.hosts)), ""))
         # RFC 6120 4.9.1.1: header checks, in order of significance
@@ -349,8 +358,11 @@ class C2SStream:
             raise StreamError(StreamCondition.INVALID_NAMESPACE)
         if self.host is None:
             raise StreamError(StreamCondition.HOST_UNKNOWN)
-        if self.authenticated and self.host != self.jid_host:
-            raise StreamError(StreamCondition.HOST_UNKNOWN)
+        if self.authenticated and host is not None and host != self.host:
+            # RFC 6120 6.4.6: after SASL the stream stays with the domain the
+            # credentials were checked for; a restart naming another hosted
+            # domain must not lead to binding a JID there
+            raise StreamError(StreamCondition.HOST_UNKNOWN, "not the authenticated domain")
         version = ev.attrs.get("version")
         if version is None:
             raise StreamError(StreamCondition.UNSUPPORTED_VERSION, "XMPP 1.0 is required")
@@ -360,10 +372,6 @@ class C2SStream:
         if int(major) != 1:
             raise StreamError(StreamCondition.UNSUPPORTED_VERSION)
         self._send_features()
-
-    @property
-    def jid_host(self) -> str | None:
-        return self.host
 
     def _send_features(self) -> None:
         parts: list[bytes] = [b"<stream:features>"]
@@ -469,7 +477,10 @@ class C2SStream:
             if not data:
                 raise SaslFailure(SaslCondition.MALFORMED_REQUEST, "initial response required")
             user = self._scram.start(data)
-            self._check_user(user, self._scram.authzid)
+            # the prepared localpart, as for PLAIN: storage and the throttle
+            # key accounts by it ("Alice" and "alice" are one account)
+            user = self._check_user(user, self._scram.authzid)
+            self._scram_user = user
             self.state = State.SASL_WAIT_CREDS
             self._events.append(NeedCredentials(user, sasl.HASH_OF[mech]))
         except SaslFailure as f:
@@ -494,7 +505,7 @@ class C2SStream:
         assert self._scram is not None
         try:
             final = self._scram.finish(_b64(el.text))
-            self._auth_success(self._scram.username, final)
+            self._auth_success(self._scram_user, final)
         except SaslFailure as f:
             self._auth_fail(f)
 
@@ -518,6 +529,15 @@ class C2SStream:
         self._plain = None
         self.state = State.SASL if (self.secure or not self.config.require_tls) else State.PRE_TLS
         self._events.append(AuthFailed(self._mech, f.condition.value))
+        if f.condition is not SaslCondition.ABORTED:
+            self._auth_failures += 1
+            if self._auth_failures >= self.config.max_auth_failures:
+                self.close(
+                    StreamError(
+                        StreamCondition.POLICY_VIOLATION,
+                        "too many failed authentication attempts",
+                    )
+                )
 
     # resource binding (RFC 6120 section 7) and the legacy session (RFC 3921)
     def _on_bind_iq(self, el: etree._Element) -> None:

@@ -8,7 +8,17 @@
 RFC 6120 section 11.1 forbids comments, processing instructions, DTDs and
 entity references other than the predefined ones; libxml2 would silently
 stall on an undeclared entity, so references are checked before the bytes
-reach it. Each stanza is bounded in size (``policy-violation``).
+reach it.
+
+Every byte handed to libxml2 counts toward the bound of the element it
+belongs to (``policy-violation`` past it), at every depth: an unfinished
+stream header, start tag or attribute value is buffered by libxml2 until it
+ends, so a bound checked only on finished stanzas would let one connection
+grow the process without limit. Whitespace between stanzas (keepalives)
+counts toward the next stanza: libxml2 keeps it as text of the root until
+that stanza is released. The number of attributes of an element and the length of element
+and attribute names are bounded too: libxml2 spends about 25 times the
+input's size on a start tag of many small attributes.
 """
 
 from __future__ import annotations
@@ -25,9 +35,17 @@ _BAD_REF = re.compile(rb"&(?!amp;|lt;|gt;|quot;|apos;|#[0-9]{1,7};|#x[0-9a-fA-F]
 # libxml2's push parser holds back errors until more input comes; these are
 # caught on sight so a peer sending garbage gets its error at once.
 _BAD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|<[<>\s=&]")
-_MARKUP_DECL = re.compile(rb"<!(?!\[CDATA\[)|<\?(?!xml[\s?])")
+# Only judged once enough bytes follow the "<": a read that ends in the
+# middle of "<?xml " or "<![CDATA[" is judged with the next read's first bytes.
+_MARKUP_DECL = re.compile(rb"<!(?=[\s\S]{7})(?!\[CDATA\[)|<\?(?=[\s\S]{4})(?!xml[\s?])")
+_MARKUP_TAIL = 8
 _XML_DECL = re.compile(rb"^\s*<\?xml[^>]*?encoding\s*=\s*['\"]([A-Za-z0-9._-]+)['\"]")
 _STREAM_NS_DECL = b' xmlns:stream="http://etherx.jabber.org/streams"'
+
+#: most attributes on one element (data forms, XHTML-IM and Jingle use a handful)
+MAX_ATTRIBUTES = 64
+#: longest element or attribute name, namespace included ("{uri}local")
+MAX_NAME = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +83,12 @@ class StreamParser:
             remove_blank_text=False,
         )
         self._max = max_stanza_size
-        self._slice = max(1024, max_stanza_size // 8)
+        self._slice = max(1024, max_stanza_size // 32)
         self._depth = 0
         self._root: etree._Element | None = None
-        self._pending = 0  # bytes fed since the last stanza boundary
+        self._pending = 0  # bytes fed since the last stanza ended (or the stream began)
         self._carry = b""  # an unfinished '&...' at a chunk boundary
+        self._tail = b""  # the last bytes fed, for markup cut between two reads
         self._started = False
         self._closed = False
 
@@ -89,7 +108,13 @@ class StreamParser:
             self._started = True
         if _BAD_BYTES.search(data):
             raise StreamError(StreamCondition.NOT_WELL_FORMED)
-        if _MARKUP_DECL.search(data):
+        seam = self._tail + data[:_MARKUP_TAIL]
+        self._tail = (
+            (self._tail + data)[-_MARKUP_TAIL:]
+            if len(data) < _MARKUP_TAIL
+            else data[-_MARKUP_TAIL:]
+        )
+        if _MARKUP_DECL.search(data) or _MARKUP_DECL.search(seam):
             raise StreamError(
                 StreamCondition.RESTRICTED_XML, "DTDs, comments and PIs are not allowed"
             )
@@ -106,8 +131,8 @@ class StreamParser:
                 events.extend(self._collect())
             except etree.XMLSyntaxError as exc:
                 raise StreamError(StreamCondition.NOT_WELL_FORMED, str(exc)[:200]) from None
-            if self._depth >= 2 and self._pending > self._max:
-                raise StreamError(StreamCondition.POLICY_VIOLATION, "stanza too large")
+            if self._pending > self._max:
+                raise StreamError(StreamCondition.POLICY_VIOLATION, "element too large")
         return events
 
     def _check_refs(self, data: bytes) -> None:
@@ -129,8 +154,17 @@ class StreamParser:
             if ev == "start":
                 self._depth += 1
                 tag = el.tag
-                if isinstance(tag, str) and tag[0] != "{" and ":" in tag:
-                    raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
+                if isinstance(tag, str):
+                    if tag[0] != "{" and ":" in tag:
+                        raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
+                    if len(tag) > MAX_NAME:
+                        raise StreamError(StreamCondition.POLICY_VIOLATION, "name too long")
+                attrib = el.attrib
+                if attrib:
+                    if len(attrib) > MAX_ATTRIBUTES:
+                        raise StreamError(StreamCondition.POLICY_VIOLATION, "too many attributes")
+                    if max(map(len, attrib)) > MAX_NAME:
+                        raise StreamError(StreamCondition.POLICY_VIOLATION, "name too long")
                 if self._depth == 1:
                     self._root = el
                     if el.getroottree().docinfo.doctype:

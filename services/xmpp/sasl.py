@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import hashlib
 import hmac
 import secrets
@@ -158,6 +159,21 @@ def verify_password(password: str, creds: ScramCredentials) -> bool:
     salted = _salted_password(prepared, creds.hash_name, creds.salt, creds.iterations)
     stored_key = _h(creds.hash_name, _hmac(creds.hash_name, salted, b"Client Key"))
     return hmac.compare_digest(stored_key, creds.stored_key)
+
+
+@functools.cache
+def _decoy_credentials(hash_name: str) -> ScramCredentials:
+    return derive_credentials(secrets.token_urlsafe(24), hash_name)
+
+
+def verify_password_or_decoy(password: str, creds: ScramCredentials | None) -> bool:
+    """:func:`verify_password`, costing the same when there is no account:
+    an unknown user is checked against decoy credentials that never match,
+    so the time of a PLAIN failure does not tell which accounts exist."""
+    if creds is None:
+        verify_password(password, _decoy_credentials("SHA-256"))
+        return False
+    return verify_password(password, creds)
 
 
 def tls_server_end_point(cert_der: bytes) -> bytes:

@@ -9,10 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.params import Security
+from fastapi.routing import APIRoute
 
-from services.admin.auth import TokenError
+from services.admin.auth import SCOPES, TokenError
 from services.platform.embedded import EmbeddedServer
 
+from ..conftest import add_user
 from .conftest import ADMIN, READ, TOKENS, WRITE, api_url, bearer, error_code
 
 # one server for the module (reset before each test), except where a test makes its own
@@ -143,6 +146,54 @@ async def test_every_operation_refuses_without_a_token(
                 assert error_code(r) == "unauthorized"
                 n += 1
     assert n >= 40
+
+
+def _declared_scope(route: APIRoute) -> str:
+    """The scope a route declares itself: its one ``Security(..., scopes=[...])``."""
+    declared = [s for d in route.dependencies if isinstance(d, Security) for s in d.scopes]
+    assert len(declared) == 1, f"{sorted(route.methods)} {route.path} declares scopes {declared}"
+    assert declared[0] in SCOPES, (route.path, declared)
+    return declared[0]
+
+
+@pytest.mark.asyncio(loop_scope="function")
+async def test_every_route_with_every_scope(
+    server_factory: Callable[..., Awaitable[EmbeddedServer]],
+) -> None:
+    """Generated from the app's own routes, so a new route is covered as it lands:
+    no token is 401; a token with only one scope is 403 unless that scope is the
+    route's declared one or admin (which implies the others); otherwise the
+    operation runs and answers whatever it answers, but never 401/403."""
+    only = {scope: f"only-{scope}-token-0123456789" for scope in SCOPES}
+    server = await server_factory(
+        admin_port=0, admin_tokens=[f"{t}:{scope}" for scope, t in only.items()]
+    )
+    for name in ("alice", "bob"):
+        await add_user(server, name)
+    assert server.admin_api is not None
+    routes = [r for r in server.admin_api.app.routes if isinstance(r, APIRoute)]
+    seen: set[str] = set()
+    base = f"http://127.0.0.1:{server.admin_port}"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+        for route in routes:
+            required = _declared_scope(route)
+            seen.add(required)
+            url = re.sub(r"\{[^}]+\}", "alice@localhost", route.path)
+            for method in sorted(route.methods):
+                where = f"{method} {route.path}"
+                r = await c.request(method, url)
+                assert r.status_code == 401, (where, "no token", r.text)
+                for scope, token in only.items():
+                    r = await c.request(method, url, headers=bearer(token))
+                    # the documented rule, not the code's: admin implies the others
+                    if scope in (required, "admin"):
+                        assert r.status_code not in (401, 403), (where, scope, r.text)
+                    else:
+                        assert r.status_code == 403, (where, scope, r.text)
+                        assert error_code(r) == "forbidden"
+                        assert f'scope="{required}"' in r.headers["www-authenticate"]
+    # the walk saw the routes and each scope at least once
+    assert len(routes) >= 20 and seen == set(SCOPES), (len(routes), seen)
 
 
 async def test_unknown_path_and_method(api: httpx.AsyncClient) -> None:

@@ -13,6 +13,8 @@ from services.admin.commands import AdminContext
 from services.admin.jobs import Job, JobManager, JobsBusy, for_each
 from services.platform.config import Settings
 
+from ..conftest import wait_until
+
 # ---------------------------------------------------------------- token parsing
 
 
@@ -99,21 +101,21 @@ async def test_job_manager_limits_keeps_and_cancels() -> None:
     with pytest.raises(JobsBusy):
         jobs.submit("x", wait)
     assert jobs.cancel(a.id) is a
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: a.status != "running", what="job a ended")
     assert a.status == "cancelled" and a.finished is not None
     gate.set()
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: b.status != "running", what="job b ended")
     assert b.status == "done"
 
     async def fail(job: Job) -> None:
         raise ValueError("bad")
 
     c = jobs.submit("x", fail)
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: c.status != "running", what="job c ended")
     assert c.status == "failed" and c.error == "ValueError: bad"
     for _ in range(3):
-        jobs.submit("x", wait)  # the gate is open: done at once
-        await asyncio.sleep(0.01)
+        d = jobs.submit("x", wait)  # the gate is open: done at once
+        await wait_until(lambda d=d: d.status != "running", what="job d ended")
     listed = jobs.list()
     assert len(listed) == 3 and listed[0].created >= listed[-1].created  # newest first
     assert jobs.get(a.id) is None  # the oldest finished ones are forgotten

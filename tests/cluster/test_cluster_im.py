@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import CLUSTER_MARKS, befriend
+from .conftest import CLUSTER_MARKS, befriend, routed
 
 pytestmark = CLUSTER_MARKS
 
@@ -55,7 +55,7 @@ async def test_offline_storage_and_delivery_across_nodes(cluster, users, login):
     a, b = await users("alice", "bob")
     alice = await login(a, edge=0)
     alice.send_message(mto=b, mbody="kept for later", mtype="chat")
-    await asyncio.sleep(0.5)
+    await routed(alice)  # stored by now
     bob = await login(b, edge=1)
     m = await bob.next_message(10)
     assert m["body"] == "kept for later"

@@ -8,8 +8,9 @@ import asyncio
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..conftest import wait_until
 from ..e2e.test_prometheus import http_get
-from .conftest import CLUSTER_MARKS
+from .conftest import CLUSTER_MARKS, routed
 
 pytestmark = CLUSTER_MARKS
 
@@ -44,10 +45,13 @@ async def test_full_jid_messages_go_edge_to_edge(cluster, users, login):
     )
     got = [int((await bob.next_message(10))["body"]) for _ in range(300)]
     assert got == list(range(300))  # in order (RFC 6120 10.1)
-    for _ in range(50):  # the acknowledgements follow the deliveries
-        if await sample(edge0, "xmppd_direct_deliveries_total", outcome="success") >= direct0 + 300:
-            break
-        await asyncio.sleep(0.1)
+
+    async def acknowledged() -> bool:  # the acknowledgements follow the deliveries
+        return (
+            await sample(edge0, "xmppd_direct_deliveries_total", outcome="success") >= direct0 + 300
+        )
+
+    await wait_until(acknowledged, timeout=15, what="300 direct deliveries acknowledged")
     assert await sample(edge0, "xmppd_direct_deliveries_total", outcome="success") == direct0 + 300
     assert await routed_by_routers(cluster) == via_routers  # no router saw them
     # a reply from the other edge to a full JID goes the same way
@@ -101,8 +105,8 @@ async def test_a_message_to_a_session_that_just_left_is_not_lost(cluster, users,
     # a router stores it offline (RFC 6121 8.5.3.2.1: no such resource)
     for i in range(5):
         alice.send_message(mto=full, mbody=f"late {i}", mtype="chat")
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(1.0)
+        await asyncio.sleep(0.02)  # spread over the time edge 0 may hold the cached session
+    await routed(alice)  # a router has handled all five (the failed direct ones included)
     again = await login(b, edge=1, resource="desk")
     bodies = [(await again.next_message(10))["body"] for _ in range(5)]
     assert bodies == [f"late {i}" for i in range(5)]

@@ -4,42 +4,12 @@ its own key prefix (removed afterwards). Not marked slow: no processes start."""
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
 
 from services.cluster.events import EventBus
 from services.cluster.redis_registry import RedisRegistry
 from services.router.interface import Session
 from services.xmpp.jid import JID
-
-REDIS_URL = os.environ.get("XMPPD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[tuple[Any, str]]:
-    r = aioredis.Redis.from_url(REDIS_URL)
-    try:
-        await r.ping()
-    except (OSError, aioredis.ConnectionError) as exc:
-        await r.aclose()
-        message = f"no Redis at {REDIS_URL}: {exc}"
-        if os.environ.get("XMPPD_REQUIRE_POSTGRES") == "1":  # CI: backends must be there
-            pytest.fail(message)
-        pytest.skip(message)
-    prefix = f"xmppd-test-{secrets.token_hex(4)}:"
-    try:
-        yield r, prefix
-    finally:
-        keys = [k async for k in r.scan_iter(match=prefix + "*")]
-        if keys:
-            await r.delete(*keys)
-        await r.aclose()
 
 
 class CountingRedis:

@@ -11,7 +11,8 @@ import pytest_asyncio
 
 from services.cluster.local import LocalCluster
 
-from .conftest import CLUSTER_MARKS, running_cluster
+from ..conftest import wait_until
+from .conftest import CLUSTER_MARKS, routed, running_cluster
 
 pytestmark = CLUSTER_MARKS
 
@@ -33,25 +34,30 @@ async def test_storage_and_presence_replica_kill(cluster, users, login):
         c.roster.auto_subscribe = True
         await c.get_roster()
     # kill the first replica of each: calls fail over to the second
-    cluster.proc("storage1").kill()
-    cluster.proc("presence1").kill()
-    await asyncio.sleep(0.2)
+    for name in ("storage1", "presence1"):
+        victim = cluster.proc(name)
+        victim.kill()
+        assert victim.process is not None
+        await asyncio.wait_for(victim.process.wait(), 10)  # dead before the calls below
     # logins read credentials through storage; subscriptions go through presence
     bob2 = await login(b)
     alice.send_presence_subscription(pto=b, ptype="subscribe")
-    for _ in range(100):
-        await asyncio.sleep(0.1)
-        if alice.client_roster[b]["subscription"] == "both":
-            break
-    assert alice.client_roster[b]["subscription"] == "both"
+    await wait_until(
+        lambda: alice.client_roster[b]["subscription"] == "both", timeout=15, what="subscription"
+    )
     # offline storage still works through the surviving storage replica
     alice.send_message(mto="nobody@localhost", mbody="x", mtype="chat")
     err = await alice.next_message(10)
     assert err["type"] == "error"
+    # both of bob's sessions gone: alice, now subscribed, sees each unavailable,
+    # sent once the session is out of the registry
+    gone = {str(bob.boundjid), str(bob2.boundjid)}
     bob.disconnect()
     bob2.disconnect()
-    await asyncio.sleep(0.5)
+    while gone:
+        p = await alice.next_presence(15, pred=lambda p: p["type"] == "unavailable")
+        gone.discard(str(p["from"]))
     alice.send_message(mto=b, mbody="stored via replica 2", mtype="chat")
-    await asyncio.sleep(0.5)
+    await routed(alice)  # stored by now
     bob3 = await login(b)
     assert (await bob3.next_message(10))["body"] == "stored via replica 2"

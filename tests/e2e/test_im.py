@@ -4,20 +4,26 @@ offline storage, presence and roster, and stanzas the server passes through."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp.exceptions import IqError
 
-from ..conftest import Client
+from ..conftest import Client, send_initial_presence, wait_until
 
 DELAY = "{urn:xmpp:delay}delay"
 
 
-async def no_message(c: Client, wait: float = 0.4) -> None:
-    with pytest.raises(TimeoutError):
-        m = await c.next_message(wait)
-        raise AssertionError(f"unexpected message {m}")
+async def no_message(c: Client, sender: Client) -> None:
+    """``c`` got no message from ``sender`` so far, without sleeping: a marker
+    from ``sender`` to ``c``'s full JID must be the next message, since one
+    sender's stanzas are routed in order (RFC 6120 10.1): anything sent before
+    the marker would arrive before it."""
+    marker = f"marker-{secrets.token_hex(4)}"
+    sender.send_message(mto=c.boundjid.full, mbody=marker, mtype="chat")
+    m = await c.next_message()
+    assert m["body"] == marker, f"unexpected message {m}"
 
 
 async def test_message_to_full_and_bare_jid(connect):
@@ -49,15 +55,14 @@ async def test_bare_jid_goes_to_highest_priority(connect):
     b1 = await connect("bob@localhost/low", presence=False)
     b2 = await connect("bob@localhost/high", presence=False)
     b3 = await connect("bob@localhost/neg", presence=False)
-    b1.send_presence(ppriority=1)
-    b2.send_presence(ppriority=10)
-    b3.send_presence(ppriority=-1)
-    await asyncio.sleep(0.2)
+    await send_initial_presence(b1, ppriority=1)
+    await send_initial_presence(b2, ppriority=10)
+    await send_initial_presence(b3, ppriority=-1)
     alice = await connect("alice@localhost/a")
     alice.send_message(mto="bob@localhost", mbody="who gets it", mtype="chat")
     assert (await b2.next_message())["body"] == "who gets it"
-    await no_message(b1)
-    await no_message(b3)
+    await no_message(b1, alice)
+    await no_message(b3, alice)
     # the negative-priority resource still gets messages to its full JID
     alice.send_message(mto="bob@localhost/neg", mbody="direct", mtype="chat")
     assert (await b3.next_message())["body"] == "direct"
@@ -74,11 +79,10 @@ async def test_equal_top_priority_all_receive(connect):
 
 async def test_only_negative_priority_means_offline_storage(connect):
     neg = await connect("bob@localhost/neg", presence=False)
-    neg.send_presence(ppriority=-5)
-    await asyncio.sleep(0.1)
+    await send_initial_presence(neg, ppriority=-5)
     alice = await connect("alice@localhost/a")
     alice.send_message(mto="bob@localhost", mbody="stored", mtype="chat")
-    await no_message(neg)
+    await no_message(neg, alice)
     later = await connect("bob@localhost/later")
     m = await later.next_message()
     assert m["body"] == "stored"
@@ -91,7 +95,7 @@ async def test_message_to_absent_resource_is_treated_as_bare(connect):
     assert (await bob.next_message())["body"] == "rerouted"
 
 
-async def test_offline_storage_with_delay_and_xep0160_rules(connect):
+async def test_offline_storage_with_delay_and_xep0160_rules(server, connect):
     alice = await connect("alice@localhost/a")
     alice.send_message(mto="carol@localhost", mbody="one", mtype="chat")
     alice.send_message(mto="carol@localhost", mbody="two")  # normal
@@ -104,40 +108,59 @@ async def test_offline_storage_with_delay_and_xep0160_rules(connect):
         "<message to='carol@localhost' type='error'><body>err</body>"
         "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"
     )
-    await asyncio.sleep(0.3)
+    # a last storable one: once three are stored, the five before it were handled
+    alice.send_message(mto="carol@localhost", mbody="marker", mtype="chat")
+    assert server.store is not None
+    await wait_until(lambda: _count_is(server, "carol", 3), what="three stored offline messages")
     carol = await connect("carol@localhost/c")
-    first = await carol.next_message()
-    second = await carol.next_message()
-    assert [first["body"], second["body"]] == ["one", "two"]
-    for m in (first, second):
+    got = [await carol.next_message() for _ in range(3)]
+    # the marker comes third: nothing else was stored
+    assert [m["body"] for m in got] == ["one", "two", "marker"]
+    for m in got:
         delay = m.xml.find(DELAY)
         assert delay is not None and delay.get("from") == "localhost"
         assert delay.get("stamp", "").endswith("Z")
-    await no_message(carol)
 
 
-async def test_offline_quota_bounces_service_unavailable(server_factory, tmp_path):
+async def _count_is(server, user: str, n: int) -> bool:
+    return await server.store.count_offline("localhost", user) == n
+
+
+async def test_offline_quota_keeps_the_first_messages_and_bounces_the_rest(server_factory, connect):
     from ..conftest import add_user
-    from ..conftest import connect as _  # noqa: F401  (fixture module)
 
-    srv = await server_factory(offline_quota=2)
+    srv = await server_factory(offline_quota=3)
     for u in ("alice", "bob"):
         await add_user(srv, u)
-    from ..conftest import PASSWORD
-    from ..conftest import Client as C
-
-    c = C("alice@localhost/a", PASSWORD)
-    c.enable_direct_tls = False
-    started = asyncio.get_running_loop().create_future()
-    c.add_event_handler("session_start", lambda _e: started.set_result(True))
-    c.connect("127.0.0.1", srv.c2s_port)
-    await asyncio.wait_for(started, 10)
-    for i in range(3):
-        c.send_message(mto="bob@localhost", mbody=f"m{i}", mtype="chat")
-    err = await c.next_message()
-    assert err["type"] == "error" and err["error"]["condition"] == "service-unavailable"
-    assert err["body"] == "m2"
-    c.disconnect()
+    alice = await connect("alice@localhost/a", srv=srv)
+    for i in range(5):
+        alice.send_message(mto="bob@localhost", mbody=f"m{i}", mtype="chat")
+    # a sixth, over quota too, bounces by the same path after the others: once
+    # its bounce is here, every bounce of m0..m4 is here too (per-sender order)
+    alice.send_message(mto="bob@localhost", mbody="marker", mtype="chat")
+    bounced = []
+    while not bounced or bounced[-1]["body"] != "marker":
+        bounced.append(await alice.next_message())
+    assert [m["body"] for m in bounced] == ["m3", "m4", "marker"]
+    for err in bounced:
+        assert err["type"] == "error" and err["error"]["condition"] == "service-unavailable"
+        assert err["from"] == "bob@localhost"
+    # bob logs in: exactly the first three, in order, with delay stamps
+    bob = await connect("bob@localhost/b", srv=srv)
+    kept = [await bob.next_message() for _ in range(3)]
+    assert [m["body"] for m in kept] == ["m0", "m1", "m2"]
+    stamps = []
+    for m in kept:
+        assert m["type"] == "chat" and m["from"] == "alice@localhost/a"
+        delay = m.xml.find(DELAY)
+        assert delay is not None and delay.get("from") == "localhost"
+        assert delay.get("stamp", "").endswith("Z")
+        stamps.append(delay.get("stamp"))
+    assert stamps == sorted(stamps)
+    # nothing else was stored: a live message after the flush is the next to arrive
+    alice.send_message(mto="bob@localhost/b", mbody="live", mtype="chat")
+    nxt = await bob.next_message()
+    assert nxt["body"] == "live" and nxt.xml.find(DELAY) is None
 
 
 async def test_non_existing_user(connect):
@@ -152,8 +175,12 @@ async def test_non_existing_user(connect):
     assert exc.value.iq["error"]["condition"] == "service-unavailable"
     # presence to a non-existing user is silently dropped (RFC 6121 8.5.1)
     alice.send_presence(pto="nobody@localhost", ptype="subscribe")
-    with pytest.raises(TimeoutError):
-        await alice.next_presence(0.5, pred=lambda p: p["from"].bare == "nobody@localhost")
+    # then directed presence to herself, by the same path: it must come first
+    alice.send_presence(pto=alice.boundjid.full, pstatus="marker")
+    p = await alice.next_presence(
+        pred=lambda p: p["from"].bare == "nobody@localhost" or p["status"] == "marker"
+    )
+    assert p["from"] == alice.boundjid and p["status"] == "marker", p
 
 
 async def test_iq_to_offline_full_jid_is_service_unavailable(connect):
@@ -189,13 +216,14 @@ async def _subscribe_both(alice: Client, bob: Client) -> None:
     await alice.get_roster()
     await bob.get_roster()
     alice.send_presence_subscription(pto="bob@localhost", ptype="subscribe")
-    for _ in range(50):
-        await asyncio.sleep(0.1)
-        a = alice.client_roster["bob@localhost"]["subscription"]
-        b = bob.client_roster["alice@localhost"]["subscription"]
-        if a == "both" and b == "both":
-            return
-    raise AssertionError(f"subscription stuck at {a}/{b}")
+    await wait_until(
+        lambda: (
+            alice.client_roster["bob@localhost"]["subscription"]
+            == bob.client_roster["alice@localhost"]["subscription"]
+            == "both"
+        ),
+        what="mutual subscription",
+    )
 
 
 async def test_subscription_and_presence_broadcast(connect):
@@ -223,8 +251,11 @@ async def test_unsubscribed_contact_gets_no_presence(connect):
     alice = await connect("alice@localhost/a")
     bob = await connect("bob@localhost/b")
     bob.send_presence(pstatus="secret")
-    with pytest.raises(TimeoutError):
-        await alice.next_presence(0.5, pred=lambda p: p["from"].bare == "bob@localhost")
+    # then directed presence to alice (RFC 6121 4.6), which she does get: bob's
+    # presence stanzas are handled in order, so the broadcast would come first
+    bob.send_presence(pto=alice.boundjid.full, pstatus="marker")
+    p = await alice.next_presence(pred=lambda p: p["from"].bare == "bob@localhost")
+    assert p["status"] == "marker", p
 
 
 async def test_roster_push_to_all_interested_resources(connect):

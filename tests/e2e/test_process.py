@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import PASSWORD, Client, Raw
+from ..conftest import PASSWORD, Client, Raw, send_initial_presence, session_count, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.embedded_only]
 
@@ -80,8 +80,7 @@ async def login(jid: str, port: int, password: str = PASSWORD) -> Client:
     c.add_event_handler("failed_auth", lambda _e: started.done() or started.set_result(False))
     c.connect("127.0.0.1", port)
     assert await asyncio.wait_for(started, 10), f"{jid} could not log in"
-    c.send_presence()
-    await asyncio.sleep(0.1)
+    await send_initial_presence(c)
     return c
 
 
@@ -164,6 +163,14 @@ async def test_xmppd_xmppctl_go_sendxmpp_and_sigterm(tmp_path):
     assert not (tmp_path / "data" / "xmppd.sock").exists()
 
 
+async def _no_session(srv) -> bool:
+    return await session_count(srv) == 0
+
+
+async def _offline_count(srv, user: str, n: int) -> bool:
+    return await srv.store.count_offline("localhost", user) == n
+
+
 async def test_restart_keeps_all_user_data(server_factory, tmp_path):
     from ..conftest import add_user
 
@@ -187,11 +194,12 @@ async def test_restart_keeps_all_user_data(server_factory, tmp_path):
     q.append(note)
     await iq.send(timeout=5)
     await alice.plugin["xep_0191"].block("spam@localhost")
-    alice.disconnect()
+    await asyncio.wait_for(alice.disconnect(), 10)
+    await wait_until(lambda: _no_session(srv), what="alice's session gone")
     bob = await login("bob@localhost/b", port)
     bob.send_message(mto="alice@localhost", mbody="while you were out", mtype="chat")
-    await asyncio.sleep(0.3)
-    bob.disconnect()
+    await wait_until(lambda: _offline_count(srv, "alice", 1), what="the message stored")
+    await asyncio.wait_for(bob.disconnect(), 10)
     await srv.stop()
 
     srv2 = await server_factory()  # same data folder

@@ -88,7 +88,7 @@ async def test_version_time_ping(connect):
 
 async def test_server_uptime_last_activity(connect):
     c = await connect("alice@localhost/a", plugins=("xep_0012",))
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.0)  # not synchronisation: an uptime of at least a second
     last = await c.plugin["xep_0012"].get_last_activity("localhost")
     assert last["last_activity"]["seconds"] >= 1
 
@@ -188,14 +188,17 @@ async def test_in_band_registration_change_password_cancel(raw, connect):
     out = await _register_raw(r2, "newbie", "other")
     assert b"<conflict" in out
     c = await connect("newbie@localhost/x", "first-pass", plugins=("xep_0030", "xep_0077"))
+    # the result means the new password is stored
     await c.plugin["xep_0077"].change_password("second-pass")
-    c.disconnect()
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(c.disconnect(), 10)
     with pytest.raises(PermissionError):
         await connect("newbie@localhost/y", "first-pass")
     c2 = await connect("newbie@localhost/z", "second-pass", plugins=("xep_0030", "xep_0077"))
+    closed = asyncio.get_running_loop().create_future()
+    c2.add_event_handler("disconnected", lambda _e: closed.done() or closed.set_result(True))
     await c2.plugin["xep_0077"].cancel_registration()
-    await asyncio.sleep(0.3)
+    # XEP-0077 3.2: deleted, answered, then the server closes the account's sessions
+    await asyncio.wait_for(closed, 10)
     with pytest.raises(PermissionError):
         await connect("newbie@localhost/w", "second-pass")
 

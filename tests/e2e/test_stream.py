@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -306,6 +307,47 @@ async def test_sasl_bad_base64_incorrect_encoding(raw):
     await r.expect(SASL_FAIL.replace(b"{}", b"incorrect-encoding"))
 
 
+async def _plain_auth(r: Raw, authzid: str, user: str = "alice") -> bytes:
+    token = base64.b64encode(f"{authzid}\0{user}\0{PASSWORD}".encode()).decode()
+    r.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+    return await r.expect(rb"<success[^>]*(/>|>[^<]*</success>)|</failure>")
+
+
+async def test_plain_authzid_for_another_user_is_invalid_authzid(raw):
+    r = await _sasl_ready(raw)
+    # alice's own password, but asking to act as bob: refused (RFC 6120 6.5.6)
+    out = await _plain_auth(r, "bob@localhost")
+    assert re.search(SASL_FAIL.replace(b"{}", b"invalid-authzid"), out), out
+    # the stream survives; the same credentials with alice's own authzid succeed
+    out = await _plain_auth(r, "alice@localhost")
+    assert b"<success" in out, out
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-1", "SCRAM-SHA-256"])
+async def test_scram_authzid_for_another_user_is_invalid_authzid(raw, mech):
+    from ..xmpp.test_sasl import ScramClient
+
+    r = await _sasl_ready(raw)
+    # cbind 'n': this client does not do channel binding, so no downgrade check
+    client = ScramClient(mech, "alice", PASSWORD, cbind="n", authzid="bob@localhost")
+    first = base64.b64encode(client.first()).decode()
+    r.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{first}</auth>")
+    out = await r.expect(b"</challenge>|</failure>")
+    assert re.search(SASL_FAIL.replace(b"{}", b"invalid-authzid"), out), out
+    # control: alice's own authzid goes through the whole exchange
+    client = ScramClient(mech, "alice", PASSWORD, cbind="n", authzid="alice@localhost")
+    first = base64.b64encode(client.first()).decode()
+    r.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mech}'>{first}</auth>")
+    out = await r.expect(b"</challenge>|</failure>")
+    m = re.search(rb">([^<]+)</challenge>", out)
+    assert m, out
+    final = base64.b64encode(client.final(base64.b64decode(m.group(1)))).decode()
+    r.send(f"<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{final}</response>")
+    out = await r.expect(rb"<success[^>]*(/>|>[^<]*</success>)|</failure>")
+    m = re.search(rb">([^<]*)</success>", out)
+    assert m and client.verify(base64.b64decode(m.group(1))), out
+
+
 async def test_bind_generated_resource_and_legacy_session(raw):
     r = await raw()
     await r.starttls()
@@ -323,7 +365,11 @@ async def test_bind_generated_resource_and_legacy_session(raw):
     assert jid.startswith(b"alice@localhost/") and len(jid) > len(b"alice@localhost/")
     r.send("<iq type='set' id='s'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>")
     out = await r.expect(b"<iq[^>]*/>|</iq>")
-    assert (b"result" in out and b"'s'" in out) or b'"s"' in out
+    # the reply itself: one <iq/>, a result for our id, with no <error/> in it
+    reply = ET.fromstring(out)
+    assert reply.tag in ("iq", "{jabber:client}iq"), out
+    assert reply.get("type") == "result" and reply.get("id") == "s", out
+    assert reply.find("{jabber:client}error") is None and reply.find("error") is None, out
 
 
 async def test_bind_conflict_replaces_older_session(server, raw):

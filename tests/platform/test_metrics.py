@@ -180,7 +180,8 @@ def test_routed_observes_stamped_envelopes_only() -> None:
     assert value(m, "xmppd_routing_latency_seconds_count") == 0
     m.routed(m.stamp() - 0.002)
     assert value(m, "xmppd_routing_latency_seconds_count") == 1
-    assert 0.002 <= value(m, "xmppd_routing_latency_seconds_sum") < 1.0
+    # at least the 2 ms; the upper bound only catches nonsense (a unit error), not slowness
+    assert 0.002 <= value(m, "xmppd_routing_latency_seconds_sum") < 60
 
 
 def test_routed_wall_clock_nanoseconds() -> None:
@@ -188,7 +189,8 @@ def test_routed_wall_clock_nanoseconds() -> None:
     t0 = m.stamp()
     assert t0 > 1e18  # time.time_ns()
     m.routed(t0 - 5_000_000)  # 5 ms earlier
-    assert 0.005 <= value(m, "xmppd_routing_latency_seconds_sum") < 1.0
+    # at least the 5 ms; the upper bound only catches nonsense (ns read as s), not slowness
+    assert 0.005 <= value(m, "xmppd_routing_latency_seconds_sum") < 60
 
 
 async def test_recount_offline_yields_to_concurrent_changes() -> None:
@@ -353,7 +355,7 @@ async def test_offline_queue_counted_at_start(tmp_path: Path, server_factory: An
         assert srv.store is not None
         for i in range(3):
             await srv.store.store_offline(
-                "localhost", "zed", f"<message><body>{i}</body></message>".encode(), 0.0
+                "localhost", "zed", f"<message><body>{i}</body></message>".encode(), 0.0, f"m{i}"
             )
     finally:
         await srv.stop()

@@ -565,6 +565,7 @@ async def test_negative_priority_and_offline_flush(world: World) -> None:
         "alice",
         b"<message xmlns='jabber:client' to='alice@example.com'><body>hi</body></message>",
         time.time(),
+        "m1",
     )
     a = await world.online(f"{alice}/pc", priority=-1)
     assert world.got(a, "message") == []
@@ -582,12 +583,12 @@ async def test_negative_priority_and_offline_flush(world: World) -> None:
 async def test_offline_flush_on_initial_presence_only(world: World) -> None:
     alice = await world.account("alice")
     msg = b"<message xmlns='jabber:client' to='alice@example.com'><body>hi</body></message>"
-    await world.store.store_offline(HOST, "alice", msg, time.time())
+    await world.store.store_offline(HOST, "alice", msg, time.time(), "m1")
     a = await world.bind(f"{alice}/pc")
     assert world.got(a, "message") == []  # bound, no presence yet
     await world.send(a, pres())
     assert len(world.got(a, "message")) == 1
-    await world.store.store_offline(HOST, "alice", msg, time.time())
+    await world.store.store_offline(HOST, "alice", msg, time.time(), "m2")
     await world.send(a, pres(status="update"))
     assert len(world.got(a, "message")) == 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,7 @@ async def test_delete_account_removes_everything(store: Store) -> None:
     for name in ("alice", "bob"):
         assert await store.create_account(H, name, [creds()])
         await store.put_roster_item(H, name, RosterItem(jid="x@example.com", groups=("G",)))
-        await store.store_offline(H, name, b"<message/>", 1.0)
+        await store.store_offline(H, name, b"<message/>", 1.0, "k1")
         await store.set_vcard(H, name, b"<vCard/>")
         await store.set_private(H, name, "{ns}q", b"<q/>")
         await store.add_blocks(H, name, ["spam@example.com"])
@@ -191,7 +192,7 @@ async def test_delete_account_removes_everything(store: Store) -> None:
     # a new account of the same name starts empty
     assert await store.create_account(H, "alice", [creds()])
     assert await store.get_roster(H, "alice") == (0, [])
-    assert await store.pop_offline(H, "alice") == []
+    assert await store.fetch_offline(H, "alice") == []
 
 
 # ----------------------------------------------------------------------- roster
@@ -280,6 +281,66 @@ async def test_roster_concurrent_versions(store: Store) -> None:
     assert [i.jid for i in items] == sorted(f"c{i}@example.com" for i in range(15))
 
 
+async def test_update_roster_item_compare_and_set(store: Store) -> None:
+    assert await store.create_account(H, "alice", [creds()])
+    bob = "bob@example.com"
+    asked = RosterItem(jid=bob, ask=True)
+    # insert: expected None (absent)
+    assert await store.update_roster_item(H, "alice", bob, None, asked) == 1
+    # a second insert finds the item: nothing written, version kept
+    assert await store.update_roster_item(H, "alice", bob, None, RosterItem(jid=bob)) is None
+    assert await store.get_roster(H, "alice") == (1, [asked])
+    # update from what is stored
+    both = RosterItem(jid=bob, subscription="both", groups=("Friends",))
+    assert await store.update_roster_item(H, "alice", bob, asked, both) == 2
+    # a stale expectation (the item before the last write) writes nothing
+    assert await store.update_roster_item(H, "alice", bob, asked, RosterItem(jid=bob)) is None
+    stale = replace(both, groups=("Other",))  # any field differing counts
+    assert await store.update_roster_item(H, "alice", bob, stale, None) is None
+    assert await store.get_roster(H, "alice") == (2, [both])
+    # delete (new None) from what is stored
+    assert await store.update_roster_item(H, "alice", bob, both, None) == 3
+    assert await store.get_roster(H, "alice") == (3, [])
+    assert await store.update_roster_item(H, "alice", bob, both, None) is None
+    # pending_in_stanza takes part in the comparison too
+    pending = RosterItem(jid=bob, pending_in=True, pending_in_stanza=b"<presence/>")
+    assert await store.update_roster_item(H, "alice", bob, None, pending) == 4
+    other = replace(pending, pending_in_stanza=b"<presence type='subscribe'/>")
+    assert await store.update_roster_item(H, "alice", bob, other, None) is None
+    assert await store.update_roster_item(H, "alice", bob, pending, None) == 5
+
+    with pytest.raises(ValueError):
+        await store.update_roster_item(H, "alice", bob, None, RosterItem(jid="carol@example.com"))
+    with pytest.raises(UnknownAccountError):
+        await store.update_roster_item(H, "nobody", bob, None, asked)
+
+
+async def test_update_roster_item_concurrent_writers_lose_nothing(store: Store) -> None:
+    """Read-modify-write loops racing on one item: with the compare-and-set
+    every increment lands; the version counts the writes that went through."""
+    assert await store.create_account(H, "alice", [creds()])
+    jid = "counter@example.com"
+    assert await store.update_roster_item(H, "alice", jid, None, RosterItem(jid=jid, name="0"))
+    conflicts = 0
+
+    async def increment() -> None:
+        nonlocal conflicts
+        while True:
+            old = await store.get_roster_item(H, "alice", jid)
+            assert old is not None and old.name is not None
+            await asyncio.sleep(0)  # let the others read the same item
+            new = replace(old, name=str(int(old.name) + 1))
+            if await store.update_roster_item(H, "alice", jid, old, new) is not None:
+                return
+            conflicts += 1
+
+    await asyncio.gather(*(increment() for _ in range(12)))
+    version, items = await store.get_roster(H, "alice")
+    assert items == [RosterItem(jid=jid, name="12")]
+    assert version == 13  # the insert and 12 increments; conflicts bumped nothing
+    assert conflicts > 0  # the race did happen
+
+
 # ------------------------------------------------------------- offline messages
 
 
@@ -287,40 +348,56 @@ async def test_offline(store: Store) -> None:
     assert await store.create_account(H, "alice", [creds()])
     assert await store.create_account(H, "bob", [creds()])
     assert await store.count_offline(H, "alice") == 0
-    assert await store.pop_offline(H, "alice") == []
+    assert await store.fetch_offline(H, "alice") == []
     ids = [
-        await store.store_offline(H, "alice", f"<message id='{i}'/>".encode(), 100.0 + i)
+        await store.store_offline(H, "alice", f"<message id='{i}'/>".encode(), 100.0 + i, f"k{i}")
         for i in range(5)
     ]
     assert ids == sorted(ids) and len(set(ids)) == 5
-    await store.store_offline(H, "bob", b"<message to='bob'/>", 1.5)
+    # the same key under another user is another message
+    await store.store_offline(H, "bob", b"<message to='bob'/>", 1.5, "k0")
     assert await store.count_offline(H, "alice") == 5
     assert await store.count_offline(H, "bob") == 1
 
-    popped = await store.pop_offline(H, "alice")
-    assert [m.id for m in popped] == ids
-    assert [m.stanza for m in popped] == [f"<message id='{i}'/>".encode() for i in range(5)]
-    assert [m.stamp for m in popped] == [100.0 + i for i in range(5)]
-    assert await store.count_offline(H, "alice") == 0
-    assert await store.pop_offline(H, "alice") == []
+    fetched = await store.fetch_offline(H, "alice")
+    assert [m.id for m in fetched] == ids
+    assert [m.stanza for m in fetched] == [f"<message id='{i}'/>".encode() for i in range(5)]
+    assert [m.stamp for m in fetched] == [100.0 + i for i in range(5)]
+    assert await store.fetch_offline(H, "alice") == fetched  # reading removes nothing
+
+    # deleting by id: only those, only the user's, and again is a no-op
+    await store.delete_offline(H, "alice", [ids[0], ids[2]])
+    await store.delete_offline(H, "alice", [ids[0], ids[2]])
+    await store.delete_offline(H, "bob", ids)
+    assert [m.id for m in await store.fetch_offline(H, "alice")] == [ids[1], ids[3], ids[4]]
     assert await store.count_offline(H, "bob") == 1
+    await store.delete_offline(H, "alice", [])
+    await store.delete_offline(H, "alice", [ids[1], ids[3], ids[4]])
+    assert await store.count_offline(H, "alice") == 0
 
     # ids keep increasing after the queue emptied
-    later = await store.store_offline(H, "alice", b"<message/>", 200.0)
+    later = await store.store_offline(H, "alice", b"<message/>", 200.0, "later")
     assert later > ids[-1]
 
     with pytest.raises(UnknownAccountError):
-        await store.store_offline(H, "nobody", b"<message/>", 1.0)
+        await store.store_offline(H, "nobody", b"<message/>", 1.0, "x")
     assert await store.count_offline(H, "nobody") == 0
 
 
-async def test_offline_concurrent_pops(store: Store) -> None:
+async def test_offline_same_key_stores_once(store: Store) -> None:
+    """A retried store_offline (same key) keeps one row and answers its id."""
     assert await store.create_account(H, "alice", [creds()])
-    for i in range(10):
-        await store.store_offline(H, "alice", b"m%d" % i, float(i))
-    results = await asyncio.gather(*(store.pop_offline(H, "alice") for _ in range(4)))
-    stanzas = [m.stanza for r in results for m in r]
-    assert sorted(stanzas) == sorted(b"m%d" % i for i in range(10))
+    first = await store.store_offline(H, "alice", b"<message>1</message>", 1.0, "uuid-1")
+    again = await store.store_offline(H, "alice", b"<message>1</message>", 1.0, "uuid-1")
+    assert again == first
+    both = await asyncio.gather(
+        *(store.store_offline(H, "alice", b"<message>2</message>", 2.0, "uuid-2") for _ in range(4))
+    )
+    assert len(set(both)) == 1
+    assert [m.stanza for m in await store.fetch_offline(H, "alice")] == [
+        b"<message>1</message>",
+        b"<message>2</message>",
+    ]
 
 
 # ------------------------------------------------------- vcard, private, blocks
@@ -397,7 +474,7 @@ async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
     try:
         assert await store.create_account(H, "alice", [creds("SHA-256", 7)])
         assert await store.put_roster_item(H, "alice", RosterItem(jid="b@x", groups=("G",))) == 1
-        await store.store_offline(H, "alice", b"<message/>", 3.0)
+        await store.store_offline(H, "alice", b"<message/>", 3.0, "k1")
         await store.set_vcard(H, "alice", b"<vCard/>")
         await store.set_private(H, "alice", "{a}b", b"<b xmlns='a'/>")
         await store.add_blocks(H, "alice", ["spam@x"])
@@ -414,7 +491,7 @@ async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
         assert await store.get_credentials(H, "alice", "SHA-256") == creds("SHA-256", 7)
         assert await store.get_roster(H, "alice") == (1, [RosterItem(jid="b@x", groups=("G",))])
         assert await store.put_roster_item(H, "alice", RosterItem(jid="c@x")) == 2
-        messages = await store.pop_offline(H, "alice")
+        messages = await store.fetch_offline(H, "alice")
         assert [(m.stanza, m.stamp) for m in messages] == [(b"<message/>", 3.0)]
         assert await store.get_vcard(H, "alice") == b"<vCard/>"
         assert await store.get_private(H, "alice", "{a}b") == b"<b xmlns='a'/>"

@@ -1,0 +1,1 @@
+"""Defences against abuse by clients: limits on password guessing and registration."""
