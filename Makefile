@@ -61,7 +61,7 @@ test-fast: install
 # A local cluster (2 edges on 5222/5223 and 5232/5233, 2 routers, presence,
 # storage) as processes against the local PostgreSQL and Redis; Ctrl-C stops it.
 cluster: install
-	$(BIN)/python -m services.cluster.local $(CLUSTER_ARGS)
+	$(BIN)/python -m services.app.local $(CLUSTER_ARGS)
 
 # The benchmark of issue #5 against Prosody and ejabberd (docs/benchmarks.md).
 # Sizes and scenarios: make bench BENCH_ARGS="--quick" (see bench/run.py --help).

@@ -17,7 +17,7 @@ then writes:
 
 Targets: ``embedded`` (``xmppd``), ``prosody`` and ``ejabberd`` (Debian
 packages, installed with apt-get when missing and run as root), ``cluster``
-(``services.cluster.local.LocalCluster``: storage, presence, 2 routers and 2
+(``services.app.local.LocalCluster``: storage, presence, 2 routers and 2
 edges as processes against the local PostgreSQL and Redis, with a database
 and a Redis key prefix of its own, removed afterwards). The cluster's server
 CPU is summed over its processes, the Redis server and the PostgreSQL
@@ -347,7 +347,7 @@ async def provision_xmppd(db: Any, users: Users, parallel: int = 1) -> None:
     at a time (PostgreSQL commits each transaction; SQLite stays sequential).
     """
     from services.admin.commands import AdminContext, add_user
-    from services.storage.interface import RosterItem
+    from services.core.storage import RosterItem
     from services.storage.store import Store
 
     store = Store(db)
@@ -725,7 +725,7 @@ class Cluster(TargetServer):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def start(self, users: Users) -> None:
-        from services.cluster.local import LocalCluster
+        from services.app.local import LocalCluster
 
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="cluster", daemon=True)
@@ -767,7 +767,7 @@ class Cluster(TargetServer):
     @staticmethod
     def _edges_known() -> None:
         # Routers and presence learn of edges from Redis on a 1 s refresh loop
-        # (services/cluster/roles.py _refresh_loop). Until the server asked its
+        # (services/app/roles.py _refresh_loop). Until the server asked its
         # directory again on a miss (RouterService.edge), what presence sent to
         # an edge it did not know yet was dropped, such as the echo of a first
         # session's initial presence, and those logins never completed. One

@@ -1,6 +1,6 @@
 """The cluster as a test target for the server-core suite (tests/e2e).
 
-A :class:`ClusterThread` runs a :class:`~services.cluster.local.LocalCluster`
+A :class:`ClusterThread` runs a :class:`~services.app.local.LocalCluster`
 in its own thread and event loop, so one cluster can serve many tests whose
 event loops come and go. :class:`ClusterServer` is what a test sees as its
 ``server``: the same attributes the e2e tests use of an ``EmbeddedServer``.
@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from services.cluster.local import LocalCluster
+from services.app.local import LocalCluster
 from services.platform.db import Database, open_database
 from services.storage.store import Store
 
@@ -69,6 +69,10 @@ class ClusterThread:
     def edge_port(self, i: int = 0, direct_tls: bool = False) -> int:
         return self.cluster.edges[i].c2s_ports[1 if direct_tls else 0]
 
+    def component_port(self, i: int = 0) -> int:
+        """Edge ``i``'s XEP-0114 listener (-1 without configured components)."""
+        return self.cluster.edges[i].component_port
+
 
 class ClusterServer:
     """The cluster seen through the EmbeddedServer attributes tests use."""
@@ -79,6 +83,12 @@ class ClusterServer:
         self.direct_tls_port = ct.edge_port(0, direct_tls=True)
         self.db: Database | None = None
         self.store: Store | None = None
+
+    @property
+    def component_port(self) -> int:
+        """The last edge's component listener: clients use the first edge, so
+        stanzas between a client and a component cross edges."""
+        return self.ct.component_port(len(self.ct.cluster.edges) - 1)
 
     async def open(self) -> None:
         self.db = await open_database(self.ct.cluster.database_url)

@@ -23,8 +23,8 @@ import slixmpp
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from services.app.embedded import EmbeddedServer
 from services.platform.config import Settings
-from services.platform.embedded import EmbeddedServer
 from services.xmpp.sasl import derive_credentials
 
 from .cluster_target import ClusterServer, ClusterThread

@@ -24,19 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from ..core.routing import Edges, Session, SessionRegistry
+from ..core.storage import RosterItem, Storage
 from ..features.vcard import MAX_VCARD_BYTES
-from ..router.interface import EdgeLink, Session, SessionRegistry
 from ..security.throttle import AuthThrottle, Block
-from ..storage.interface import RosterItem, Storage
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import SaslFailure, StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.sasl import derive_credentials
+from ..xmpp.tree import parse_element
 from .jobs import Job, JobManager, JobsBusy, for_each
 
 if TYPE_CHECKING:
-    from ..features.base import Context
+    from ..core.feature import Context
 
 log = logging.getLogger("xmppd.admin")
 
@@ -65,9 +66,6 @@ RATE_WINDOW = 60.0
 MAX_NAME_BYTES = 1023
 MAX_GROUPS = 100
 
-_SAFE = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, remove_pis=True, huge_tree=False
-)
 _CAPS = ns.q(ns.CAPS, "c")
 _SHOW = ns.q(ns.CLIENT, "show")
 _STATUS = ns.q(ns.CLIENT, "status")
@@ -89,7 +87,7 @@ class AdminContext:
     storage: Storage
     hosts: list[str]
     sessions: SessionRegistry | None = None
-    edges: dict[str, EdgeLink] | None = None
+    edges: Edges | None = None
     #: the router (send, deliver, roster pushes); None without a running server
     router: Context | None = None
     #: a monotonic count of stanzas (the embedded server reads its metrics'
@@ -107,8 +105,6 @@ class AdminContext:
         if self.router is not None:
             if self.sessions is None:
                 self.sessions = self.router.sessions
-            if self.edges is None:
-                self.edges = self.router.edges
         if self.stanza_count is not None:
             self._samples.append((self.clock(), self.stanza_count()))
 
@@ -227,6 +223,8 @@ async def delete_user(ctx: AdminContext, jid: str) -> dict[str, Any]:
     closed = (await kick_user(ctx, str(j)))["kicked"]
     if not await ctx.storage.delete_account(j.domain, _local(j)):
         raise CommandError("not-found", f"{j} does not exist")
+    if ctx.router is not None:  # the features drop what they keep for the account
+        await ctx.router.features.remove_account(ctx.router, j)
     return {"jid": str(j), "disconnected": closed}
 
 
@@ -314,7 +312,7 @@ def _session_row(s: Session) -> dict[str, Any]:
     show = status = client = None
     if s.presence is not None:
         try:
-            el = etree.fromstring(s.presence, parser=_SAFE)
+            el = parse_element(s.presence)
         except etree.XMLSyntaxError:
             el = None
         if el is not None:
@@ -376,8 +374,9 @@ async def kick_user(
     targets = [await ctx.sessions.get(j)] if j.resource else await ctx.sessions.resources(j.bare)
     n = 0
     for s in targets:
-        if s is not None and s.node in ctx.edges:
-            if await ctx.edges[s.node].close_session(s.jid, "policy-violation", reason):
+        edge = ctx.edges.get(s.node) if s is not None else None
+        if s is not None and edge is not None:
+            if await edge.close_session(s.jid, "policy-violation", reason):
                 n += 1
     return {"kicked": n}
 
@@ -448,7 +447,8 @@ async def set_roster_item(
         if len(t.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
             raise CommandError("too-large", f"a name or group longer than {MAX_NAME_BYTES} bytes")
     await _require_account(ctx, j)
-    from ..presence.service import change_roster_item, push_roster
+    from ..features.roster import push_roster
+    from ..presence.service import change_roster_item
 
     uniq = tuple(dict.fromkeys(groups))
 
@@ -476,7 +476,8 @@ async def remove_roster_item(ctx: AdminContext, jid: str, contact: str) -> dict[
     j = parse_user(ctx, jid)
     c = _contact(j, contact)
     await _require_account(ctx, j)
-    from ..presence.service import change_roster_item, push_roster
+    from ..features.roster import push_roster
+    from ..presence.service import change_roster_item
 
     def decide(old: RosterItem | None) -> tuple[bool, RosterItem | None, None]:
         return old is not None, None, None
@@ -508,7 +509,7 @@ async def set_vcard(ctx: AdminContext, jid: str, vcard: str) -> dict[str, Any]:
     if len(raw) > MAX_VCARD_BYTES:
         raise CommandError("too-large", f"vCard larger than {MAX_VCARD_BYTES} bytes")
     try:
-        el = etree.fromstring(raw, parser=_SAFE)
+        el = parse_element(raw)
     except (etree.XMLSyntaxError, ValueError) as exc:
         raise CommandError("bad-xml", f"not well-formed XML: {exc}") from None
     if el.getroottree().docinfo.doctype:

@@ -12,8 +12,8 @@ import dataclasses
 import json
 from typing import Any
 
-from ..router.interface import Envelope, Session
-from ..storage.interface import Account, LastActivity, OfflineMessage, RosterItem, ScramCredentials
+from ..core.routing import Envelope, Session
+from ..core.storage import Account, LastActivity, OfflineMessage, RosterItem, ScramCredentials
 from ..xmpp.jid import JID
 
 _TYPES: dict[str, type[Any]] = {

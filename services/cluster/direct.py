@@ -27,33 +27,102 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..router.interface import Envelope, Session
-from ..xmpp import ns
+from lxml import etree
+
+from ..core.feature import BlockLists, FeatureSet
+from ..core.presence import Presence
+from ..core.routing import EdgeLink, Envelope, Session, SessionRegistry
+from ..core.storage import Storage
 from ..xmpp.jid import JID
+from .edge_rpc import EdgeClient
+
+if TYPE_CHECKING:
+    from ..platform.config import Settings
+    from ..platform.metrics import Metrics
+    from ..router.service import RouterService
+    from .router_rpc import RouterClient
 
 log = logging.getLogger("xmppd.cluster.direct")
-_BLOCKING = ns.BLOCKING.encode()
+
+
+def _payload_key(env: Envelope) -> tuple[str, str]:
+    """(payload tag, iq type) of an IQ, from the element the edge parsed."""
+    el = env.tree()
+    child = el[0] if len(el) else None
+    tag = child.tag if child is not None and isinstance(child.tag, str) else ""
+    return tag, env.type or ""
 
 
 class DirectRouter:
-    """The ``Router`` an edge process uses: ``local`` decides (a RouterService
+    """The router an edge process uses: ``local`` decides (a RouterService
     on the cluster's registry and caches), ``remote`` (a RouterClient) routes
-    everything else. Other attributes (settings, features, storage) are the
-    remote's."""
+    everything else; ``direct=False`` (``XMPPD_DIRECT_DELIVERY=false``)
+    sends every stanza to ``remote``.
 
-    def __init__(self, local: Any, remote: Any, metrics: Any) -> None:
+    It is also the feature context of the edge (in-band registration, the
+    caps hash): the ``Context`` members are ``local``'s, named one by one,
+    and what it sends goes through :meth:`route`."""
+
+    def __init__(
+        self,
+        local: RouterService,
+        remote: RouterClient,
+        metrics: Metrics,
+        *,
+        direct: bool = True,
+    ) -> None:
         self.local = local
         self.remote = remote
         self.metrics = metrics
+        self._direct = direct
+        self._edge_iq = local.features.edge_iq
         # sender -> its direct deliveries not acknowledged yet
         self._inflight: dict[JID, set[asyncio.Future[bool]]] = {}
         # sender -> failed direct deliveries on their way to a router
         self._falling: dict[JID, set[asyncio.Task[None]]] = {}
+        # the feature context (services.core.feature.Context), from local
+        self.settings: Settings = local.settings
+        self.storage: Storage = local.storage
+        self.sessions: SessionRegistry = local.sessions
+        self.started_at: float = local.started_at
+        self.features: FeatureSet = local.features
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.remote, name)
+    # ---- the feature context ---------------------------------------------------
+
+    @property
+    def blocks(self) -> BlockLists:
+        return self.local.blocks
+
+    @property
+    def presence(self) -> Presence:
+        return self.local.presence
+
+    async def send(self, el: etree._Element) -> None:
+        frm = JID.parse(el.get("from") or self.settings.default_host)
+        to = JID.parse(el.get("to") or str(frm.bare))
+        await self.route(Envelope.of(el, frm, to), trusted=True)
+
+    async def deliver(self, jid: JID, data: bytes) -> bool:
+        return await self.local.deliver(jid, data)
+
+    async def close_session(self, s: Session, condition: str, text: str | None = None) -> bool:
+        return await self.local.close_session(s, condition, text)
+
+    async def edge(self, node: str) -> EdgeLink | None:
+        return await self.local.edge(node)
+
+    async def user_exists(self, jid: JID) -> bool:
+        return await self.local.user_exists(jid)
+
+    def is_local(self, domain: str) -> bool:
+        return self.local.is_local(domain)
+
+    async def service_domains(self) -> list[tuple[str, str]]:
+        return await self.local.service_domains()
+
+    # ---- the Router contract ---------------------------------------------------
 
     @property
     def inflight(self) -> int:
@@ -72,24 +141,26 @@ class DirectRouter:
         await self.remote.unbind(jid, sid)
 
     async def route(self, env: Envelope, trusted: bool = False) -> None:
-        if env.kind == "iq" and _BLOCKING in env.data:
-            # a block or unblock command: the router applies it and tells every
-            # process over the event bus, but that news may come after the
-            # router's acknowledgement; the sender's next stanza must see it
-            self.local.blocks.forget(env.frm)
+        if not self._direct:
+            await self.remote.route(env, trusted)
+            return
+        if env.kind == "iq" and not trusted:
+            # the features' edge hooks, by the IQ's payload as the edge parsed it
+            # (XEP-0191's block and unblock drop this process's cached list)
+            hook = self._edge_iq.get(_payload_key(env)) if self._edge_iq else None
+            if hook is not None:
+                hook(self.local, env)
         if not trusted and not self.remote.busy(env.frm) and env.frm not in self._falling:
             link = await self.local.direct_link(env)
-            if link is not None:
-                send = getattr(link, "send", None)
-                if send is None:  # this edge's own session: in-process
-                    if await link.deliver(env.to, env.data):
-                        self.metrics.direct_ok.inc()
-                        self.metrics.routed(env.t0)
-                        return
-                    self.metrics.direct_failed.inc()
-                else:
-                    self._track(env, send(env.to, env.data, int(env.t0)))
+            if isinstance(link, EdgeClient):  # acknowledged later, on its stream
+                self._track(env, link.send(env.to, env.data, int(env.t0)))
+                return
+            if link is not None:  # this edge's own session: in-process
+                if await link.deliver(env.to, env.data):
+                    self.metrics.direct_ok.inc()
+                    self.metrics.routed(env.t0)
                     return
+                self.metrics.direct_failed.inc()
         # in order behind the sender's direct deliveries in flight, and behind
         # the failed ones on their way to a router
         pending = self._inflight.get(env.frm)

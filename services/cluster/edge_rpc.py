@@ -7,28 +7,53 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from ..router.interface import EdgeLink
+from ..core.routing import EdgeLink
 from ..xmpp.jid import JID
-from .rpc import CallServicer, Channels, RemoteProxy, idempotent_methods, pb2, pb2_grpc
+from .rpc import CallServicer, CallTimes, Channels, ContractClient, pb2, pb2_grpc
+
+if TYPE_CHECKING:
+    from .redis_registry import RedisRegistry
 
 log = logging.getLogger("xmppd.cluster.edge")
 
 
-#: Edge.Call methods RemoteProxy may send twice (see roles.STORAGE_IDEMPOTENT)
+class EdgeControl(Protocol):
+    """``Edge.Call``: the control call of the :class:`~services.core.routing.EdgeLink`
+    contract (``deliver`` has its own stream, ``Edge.Deliver``)."""
+
+    async def close_session(self, jid: JID, condition: str, text: str | None = None) -> bool: ...
+
+
+def _link_has_control(link: EdgeLink) -> EdgeControl:
+    return link  # mypy: the EdgeLink contract includes EdgeControl
+
+
+#: Edge.Call methods a client may send twice (see storage_rpc.STORAGE_IDEMPOTENT)
 EDGE_IDEMPOTENT: dict[str, bool] = {
     "close_session": False,  # the second answers "no such session"
 }
 
 
-class EdgeServicer(CallServicer):
-    """Serves ``Edge.Deliver`` and ``Edge.Call(close_session)`` for a local EdgeServer."""
+class EdgeControlClient(ContractClient):
+    """The EdgeControl contract on one edge."""
 
-    def __init__(self, edge: Any) -> None:
-        super().__init__(edge, ("close_session",))
+    SERVICE = "Edge"
+    CONTRACT = EdgeControl
+    IDEMPOTENT = EDGE_IDEMPOTENT
+
+    async def close_session(self, jid: JID, condition: str, text: str | None = None) -> bool:
+        return await self._call(EdgeControl.close_session, jid, condition, text)
+
+
+class EdgeServicer(CallServicer):
+    """Serves ``Edge.Deliver`` and ``Edge.Call`` (EdgeControl) for a local edge."""
+
+    def __init__(self, edge: EdgeLink) -> None:
+        super().__init__(EdgeControl, edge)
         self.edge = edge
 
     #: acknowledgements wait this long for more batches to acknowledge with
@@ -104,13 +129,7 @@ class EdgeClient:
         self._batches = 0
         self._acked = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._control = RemoteProxy(
-            "Edge",
-            [address],
-            channels,
-            failover_for=2.0,
-            idempotent=idempotent_methods(EDGE_IDEMPOTENT),
-        )
+        self._control = EdgeControlClient([address], channels, CallTimes(failover_for=2.0))
 
     async def deliver(self, jid: JID, data: bytes, t0_ns: int = 0) -> bool:
         return await self.send(jid, data, t0_ns)
@@ -203,7 +222,7 @@ class EdgeClient:
 
     async def close_session(self, jid: JID, condition: str, text: str | None = None) -> bool:
         try:
-            return bool(await self._control.close_session(jid, condition, text))
+            return await self._control.close_session(jid, condition, text)
         except Exception as exc:  # the edge is gone: its sessions are gone too
             log.info("close_session on %s failed: %s", self.node_id, exc)
             return False
@@ -216,7 +235,7 @@ class EdgeDirectory(dict[str, EdgeLink]):
     runs every second and on demand (an unknown node binding a session).
     """
 
-    def __init__(self, registry: Any, channels: Channels) -> None:
+    def __init__(self, registry: RedisRegistry, channels: Channels) -> None:
         super().__init__()
         self._registry = registry
         self._channels = channels
@@ -231,7 +250,7 @@ class EdgeDirectory(dict[str, EdgeLink]):
         self[node] = link
 
     async def refresh(self) -> dict[str, tuple[str, bool]]:
-        edges: dict[str, tuple[str, bool]] = await self._registry.edges()
+        edges = await self._registry.edges()
         for node, (addr, alive) in edges.items():
             if node in self._pinned:
                 self.alive[node] = alive
@@ -250,3 +269,8 @@ class EdgeDirectory(dict[str, EdgeLink]):
     async def ensure(self, node: str) -> None:
         if node not in self:
             await self.refresh()
+
+
+#: mypy proves the clients implement their contracts
+_control_client: type[EdgeControl] = EdgeControlClient
+_client: type[EdgeLink] = EdgeClient

@@ -19,7 +19,7 @@ import contextlib
 import time
 from typing import Any
 
-from ..router.interface import Session
+from ..core.routing import Session
 from ..xmpp.jid import JID
 from . import codec
 

@@ -15,19 +15,22 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from lxml import etree
 
-from ..router.interface import Envelope, Session
+from ..core.routing import Edges, Envelope, Router, Session
 from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
 from ..xmpp.jid import JID
-from .rpc import CallServicer, Channels, RemoteProxy, affinity, idempotent_methods, pb2, pb2_grpc
+from ..xmpp.tree import parse_element
+from .rpc import CallServicer, CallTimes, Channels, ContractClient, affinity, pb2, pb2_grpc
+
+if TYPE_CHECKING:
+    from ..platform.config import Settings
 
 log = logging.getLogger("xmppd.cluster.router")
-_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def to_pb(env: Envelope, seq: int, trusted: bool = False) -> Any:
@@ -54,7 +57,19 @@ def from_pb(m: Any) -> Envelope:
     )
 
 
-#: Router.Call methods RemoteProxy may send twice (see roles.STORAGE_IDEMPOTENT)
+class RouterControl(Protocol):
+    """``Router.Call``: the session calls of the :class:`~services.core.routing.Router`
+    contract (``route`` has its own stream, ``Router.Route``)."""
+
+    async def bind(self, s: Session) -> frozenset[str]: ...
+    async def unbind(self, jid: JID, sid: str) -> None: ...
+
+
+def _router_has_control(router: Router) -> RouterControl:
+    return router  # mypy: the Router contract includes RouterControl
+
+
+#: Router.Call methods a client may send twice (see storage_rpc.STORAGE_IDEMPOTENT)
 ROUTER_IDEMPOTENT: dict[str, bool] = {
     # a second bind of the same session finds the first and replaces it with
     # <conflict/>, closing the very session it binds
@@ -63,14 +78,33 @@ ROUTER_IDEMPOTENT: dict[str, bool] = {
 }
 
 
-class RouterServicer(CallServicer):
-    def __init__(self, router: Any, directory: Any) -> None:
-        super().__init__(self, ("bind", "unbind"))
-        self.router = router
-        self.directory = directory
+class RouterControlClient(ContractClient):
+    """The RouterControl contract on the router replicas (an edge binds and
+    unbinds its sessions through it)."""
+
+    SERVICE = "Router"
+    CONTRACT = RouterControl
+    IDEMPOTENT = ROUTER_IDEMPOTENT
 
     async def bind(self, s: Session) -> frozenset[str]:
-        await self.directory.ensure(s.node)
+        return frozenset(await self._call(RouterControl.bind, s))  # a set on the wire
+
+    async def unbind(self, jid: JID, sid: str) -> None:
+        return await self._call(RouterControl.unbind, jid, sid)
+
+
+class RouterServicer(CallServicer):
+    """Serves ``Router.Route`` and ``Router.Call`` (RouterControl) for a router."""
+
+    def __init__(self, router: Router, directory: Edges) -> None:
+        self.router = router
+        self.directory = directory
+        super().__init__(RouterControl, self)
+
+    # ---- RouterControl ---------------------------------------------------
+
+    async def bind(self, s: Session) -> frozenset[str]:
+        await self.directory.ensure(s.node)  # an edge that joined a moment ago
         return frozenset(await self.router.bind(s))
 
     async def unbind(self, jid: JID, sid: str) -> None:
@@ -155,31 +189,25 @@ class _Stream:
 
 
 class RouterClient:
-    """The edge's view of the router service: the same ``route``/``bind``/
-    ``unbind`` as :class:`~services.router.service.RouterService`."""
+    """The edge's view of the router service, the :class:`~services.core.routing.Router`
+    contract: ``route`` over the Route streams, ``bind``/``unbind`` over
+    ``Router.Call``. ``bounce`` writes to a session of this edge: a stanza no
+    router took for ``route_timeout`` goes back to its sender through it."""
 
     def __init__(
         self,
-        settings: Any,
-        features: Any,
-        storage: Any,
+        settings: Settings,
         channels: Channels,
-        local_bounce: Any = None,
+        bounce: Callable[[JID, bytes], Awaitable[bool]],
+        times: CallTimes = CallTimes(),
     ) -> None:
         self.settings = settings
-        self.features = features
-        self.storage = storage
         self._channels = channels
         self._streams = [_Stream(a) for a in settings.router_addrs]
-        self._control = RemoteProxy(
-            "Router",
-            list(settings.router_addrs),
-            channels,
-            idempotent=idempotent_methods(ROUTER_IDEMPOTENT),
-        )
+        self._control = RouterControlClient(settings.router_addrs, channels, times)
         self._lock = asyncio.Lock()
         self._pending: collections.deque[tuple[Envelope, bool, float]] = collections.deque()
-        self._local_bounce = local_bounce  # async (JID, bytes) -> bool, the edge's deliver
+        self._bounce_to = bounce
         # sender -> stanzas handed to a router and not acknowledged (or bounced) yet
         self._by_sender: dict[JID, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -227,7 +255,7 @@ class RouterClient:
             self._by_sender.pop(frm, None)
 
     async def bind(self, s: Session) -> frozenset[str]:
-        return frozenset(await self._control.bind(s) or ())
+        return await self._control.bind(s)
 
     async def unbind(self, jid: JID, sid: str) -> None:
         await self._control.unbind(jid, sid)
@@ -334,20 +362,20 @@ class RouterClient:
                         await self._send(env, trusted, since)
 
     async def _bounce(self, env: Envelope) -> None:
-        if (
-            env.type == "error"
-            or (env.kind == "iq" and env.type == "result")
-            or self._local_bounce is None
-        ):
+        if env.type == "error" or (env.kind == "iq" and env.type == "result"):
             return
         try:
-            el = (
-                env.element if env.element is not None else etree.fromstring(env.data, parser=_SAFE)
-            )
+            el = env.element if env.element is not None else parse_element(env.data)
         except etree.XMLSyntaxError:
             return
         err = StanzaError(StanzaCondition.INTERNAL_SERVER_ERROR, "no router available")
         reply = stanza_error_reply(el, err)
         reply.set("to", str(env.frm))
         reply.set("from", str(env.to))
-        await self._local_bounce(env.frm, etree.tostring(reply, with_tail=False))
+        await self._bounce_to(env.frm, etree.tostring(reply, with_tail=False))
+
+
+#: mypy proves the clients and the servicer implement their contracts
+_control_client: type[RouterControl] = RouterControlClient
+_control_servicer: type[RouterControl] = RouterServicer
+_client: type[Router] = RouterClient

@@ -1,9 +1,11 @@
 """The self-describing control-plane call, served and called over gRPC.
 
-:class:`CallServer` exposes chosen async methods of a local object;
-:class:`RemoteProxy` is the client: ``await proxy.method(*args)`` becomes a
-``Call`` on one of several replicas, failing over to the next when one is
-unavailable. Stanza and stream errors cross as values and are raised again.
+Every service's contract is a ``Protocol`` (``services/core/``): a
+:class:`CallServicer` subclass serves the contract's methods of an
+implementation typed as that Protocol, and a :class:`ContractClient`
+subclass implements the Protocol method for method, each a ``Call`` on one
+of several replicas, failing over to the next when one is unavailable.
+Stanza and stream errors cross as values and are raised again.
 
 A call that failed after it was sent may have run on the server (a timeout
 says nothing about that), so only methods declared idempotent are sent again;
@@ -14,11 +16,13 @@ only while nothing was sent.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import zlib
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
 import grpc
 
@@ -28,7 +32,12 @@ from ..xmpp.jid import JID
 from . import codec
 from .protogen import load
 
+if TYPE_CHECKING:
+    from ..platform.metrics import Metrics
+
 pb2, pb2_grpc = load()
+P = ParamSpec("P")
+R = TypeVar("R")
 log = logging.getLogger("xmppd.rpc")
 
 #: gRPC channel options: keepalives set explicitly so a dead peer is noticed
@@ -60,21 +69,33 @@ class RemoteError(RuntimeError):
     pass
 
 
-def idempotent_methods(table: dict[str, bool]) -> frozenset[str]:
+def idempotent_methods(table: Mapping[str, bool]) -> frozenset[str]:
     """The names a ``{method: idempotent?}`` table marks idempotent."""
     return frozenset(name for name, ok in table.items() if ok)
 
 
-async def serve_call(target: Any, methods: Iterable[str], request: Any) -> Any:
-    """Run one Call against ``target`` and build the reply message."""
-    allowed = set(methods)
+#: a served method: one bound coroutine method of the implementation
+Handler = Callable[..., Awaitable[Any]]
+
+
+def contract_methods(contract: type) -> tuple[str, ...]:
+    """The public async methods of a service contract (a ``Protocol`` class),
+    sorted: the names a typed client implements and a servicer exposes."""
+    return tuple(
+        name
+        for name, _ in inspect.getmembers(contract, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    )
+
+
+async def serve_call(handlers: Mapping[str, Handler], request: Any) -> Any:
+    """Run one Call with ``handlers`` and build the reply message."""
     try:
-        if request.method not in allowed:
+        handler = handlers.get(request.method)
+        if handler is None:
             raise RemoteError(f"no such method {request.method!r}")
         payload = codec.loads(request.args) or {}
-        result = await getattr(target, request.method)(
-            *payload.get("args", []), **payload.get("kwargs", {})
-        )
+        result = await handler(*payload.get("args", []), **payload.get("kwargs", {}))
         return pb2.CallReply(result=codec.dumps(result))
     except StanzaError as err:
         return pb2.CallReply(error="stanza", condition=err.condition.value, text=err.text or "")
@@ -99,20 +120,26 @@ def raise_reply_error(reply: Any) -> None:
 
 
 class CallServicer:
-    """A generic servicer for the ``Call`` RPC of any service."""
+    """The ``Call`` RPC of one service contract: the methods the ``contract``
+    Protocol names, bound on ``impl``. Subclasses take ``impl`` typed as the
+    contract (``StorageServicer(impl: Storage)``), so mypy checks that what
+    is served implements it; the table is built here, once, and a missing
+    method fails at construction."""
 
-    def __init__(self, target: Any, methods: Iterable[str]) -> None:
-        self.target = target
-        self.methods = frozenset(methods)
+    def __init__(self, contract: type, impl: object) -> None:
+        self.handlers: dict[str, Handler] = {
+            name: getattr(impl, name) for name in contract_methods(contract)
+        }
+        self.methods = frozenset(self.handlers)
 
     async def Call(self, request: Any, context: Any) -> Any:
-        return await serve_call(self.target, self.methods, request)
+        return await serve_call(self.handlers, request)
 
 
 class Channels:
     """One channel per peer address, reused; carries the process's metrics."""
 
-    def __init__(self, metrics: Any = None) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.metrics = metrics
 
@@ -144,16 +171,33 @@ def affinity(args: tuple[Any, ...], replicas: int) -> int:
     return zlib.crc32(key.encode()) % replicas
 
 
-class RemoteProxy:
-    """Calls a service's methods on any of its replicas, with failover.
+@dataclass(frozen=True, slots=True)
+class CallTimes:
+    """How long a control-plane call may take."""
 
-    The first argument picks the preferred replica (:func:`affinity`): the
-    user a call is about, so calls about one user land on one replica, in
-    order, and different users spread over all of them. The others are tried
-    in order when it is down.
+    #: one attempt on one replica
+    timeout: float = 10.0
+    #: trying the other replicas, in all
+    failover_for: float = 15.0
+    #: waiting for a channel to connect before a non-idempotent call
+    connect_timeout: float = 1.0
 
-    ``idempotent`` names the methods that may run twice with the same effect
-    and answer: those are sent again to the next replica on ``UNAVAILABLE``,
+
+class ContractClient:
+    """The base of the typed clients (``StorageClient``, ``PresenceClient``,
+    ...): a subclass names its gRPC ``SERVICE``, its ``CONTRACT`` (the
+    Protocol it implements, method for method, each a one-line :meth:`_call`
+    of the Protocol's own function) and its ``IDEMPOTENT`` table, which must
+    classify every method of the contract.
+
+    A call goes to any of the service's replicas, with failover. The first
+    argument picks the preferred replica (:func:`affinity`): the user a call
+    is about, so calls about one user land on one replica, in order, and
+    different users spread over all of them. The others are tried in order
+    when it is down.
+
+    Methods the table marks idempotent may run twice with the same effect and
+    answer: those are sent again to the next replica on ``UNAVAILABLE``,
     ``DEADLINE_EXCEEDED`` or ``CANCELLED``. Any other call is sent only on a
     channel that is connected (READY, after up to ``connect_timeout`` of
     connecting; a replica that is not is skipped, the call certainly not sent
@@ -161,36 +205,37 @@ class RemoteProxy:
     :class:`RemoteError`, since the server may have run it.
     """
 
+    SERVICE: ClassVar[str]
+    CONTRACT: ClassVar[type]
+    IDEMPOTENT: ClassVar[Mapping[str, bool]]
+
     def __init__(
-        self,
-        service: str,
-        addresses: list[str],
-        channels: Channels,
-        timeout: float = 10.0,
-        failover_for: float = 15.0,
-        *,
-        idempotent: Iterable[str] = (),
-        connect_timeout: float = 1.0,
+        self, addresses: Sequence[str], channels: Channels, times: CallTimes = CallTimes()
     ) -> None:
-        self._service = service
+        unclassified = set(contract_methods(self.CONTRACT)) ^ set(self.IDEMPOTENT)
+        if unclassified:
+            raise TypeError(f"{self.SERVICE}: retry rule missing or stale: {sorted(unclassified)}")
+        self._service = self.SERVICE
         self._addresses = list(addresses)
         self._channels = channels
-        self._timeout = timeout
-        self._failover_for = failover_for
-        self._idempotent = frozenset(idempotent)
-        self._connect_timeout = connect_timeout
-        self._stub_cls = getattr(pb2_grpc, f"{service}Stub")
+        self._timeout = times.timeout
+        self._failover_for = times.failover_for
+        self._idempotent = idempotent_methods(self.IDEMPOTENT)
+        self._connect_timeout = times.connect_timeout
+        self._stub_cls = getattr(pb2_grpc, f"{self.SERVICE}Stub")
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
+    async def _call(
+        self,
+        method: Callable[Concatenate[Any, P], Awaitable[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Call the contract's ``method`` (``Storage.get_account``) remotely:
+        mypy checks the arguments against it and types the answer; the
+        name sent is its name."""
+        return cast(R, await self._send(method.__name__, args, kwargs))
 
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            return await self._call(name, args, kwargs)
-
-        return call
-
-    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def _send(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         req = pb2.CallRequest(
             method=method, args=codec.dumps({"args": list(args), "kwargs": kwargs}), version=1
         )

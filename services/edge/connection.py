@@ -8,25 +8,23 @@ protocol decision is made in :mod:`services.xmpp.c2s`.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import math
 import secrets
 import ssl
-import sys
-import termios
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from ..router.interface import Envelope, Session
+from ..core.routing import Envelope, Session
 from ..security.throttle import Verdict
 from ..xmpp import c2s, ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaError, StreamCondition, StreamError, stanza_error_reply
 from ..xmpp.jid import JID
 from ..xmpp.parser import serialize
+from .shell import StreamShell
 
 if TYPE_CHECKING:
     from .server import EdgeServer
@@ -34,15 +32,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.edge")
 
 _SESSION_IQ = ns.q(ns.SESSION, "session")
-#: stop reading from a client with this many parsed stanzas waiting
-READ_BACKLOG = 256
 #: transport write buffer high-water mark: past it we stop reading the client
 #: (and stop answering what it already sent) until it reads our output, so a
 #: client that never reads cannot make us queue replies to its requests
 OUTPUT_HIGH_WATER = 64 * 1024
-#: seconds a closed transport may keep unread output before it is aborted: a
-#: client that never reads would otherwise hold the socket and buffer forever
-CLOSE_LINGER = 5.0
 #: seconds between releases of shaped input: held bytes go to the stream in
 #: portions as the bucket earns them, so what the client sent first (a bind,
 #: a ping reply) is not kept waiting for the whole debt
@@ -60,25 +53,19 @@ def _blocked(verdict: Verdict) -> StreamError:
     )
 
 
-def _unread_input(t: asyncio.Transport) -> bool:
-    """Does the socket under ``t`` hold input nobody has read (FIONREAD)?"""
-    sock = t.get_extra_info("socket")
-    if sock is None:
-        return True
-    try:
-        buf = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
-    except OSError:
-        return True
-    return int.from_bytes(buf, sys.byteorder) > 0
+class C2SConnection(StreamShell[c2s.Event]):
+    stream: c2s.C2SStream
 
-
-class C2SConnection(asyncio.Protocol):
     def __init__(self, edge: EdgeServer, direct_tls: bool) -> None:
-        self.edge = edge
+        settings = edge.settings
+        # the output cap is raised when the client binds (see _on_bind)
+        super().__init__(
+            edge,
+            c2s.C2SStream(edge.stream_config(direct_tls)),
+            settings.max_output_buffer_unauthenticated,
+            OUTPUT_HIGH_WATER,
+        )
         self.direct_tls = direct_tls
-        self.transport: asyncio.Transport | None = None
-        self.stream = c2s.C2SStream(edge.stream_config(direct_tls))
-        self.ip = ""
         self.jid: JID | None = None
         self.opened = time.monotonic()
         self.last_rx = self.opened
@@ -87,29 +74,8 @@ class C2SConnection(asyncio.Protocol):
         self.replaced = False
         #: the account (user@host) whose credentials the current SASL attempt checks
         self._auth_account: str | None = None
-        self._pumping = False
-        self._closing = False
-        self._lost = False
-        self._half_closed = False  # our side is closed; waiting for the client's
-        self._flush_pending = False
-        # reading is paused while any of these holds (see _update_reading)
-        self._backlogged = False  # too many parsed stanzas waiting
-        self._write_paused = False  # the client is not reading our output
-        self._shaped = False  # over its shaper rate
         self._held = bytearray()  # input read past the shaper rate, not processed yet
         self._unshape_timer: asyncio.TimerHandle | None = None
-        self._reading_paused = False
-        self._writable = asyncio.Event()
-        self._writable.set()
-        settings = edge.settings
-        #: output cap; raised when the client binds (see _on_bind)
-        self._out_cap = settings.max_output_buffer_unauthenticated
-        self._overflowed = False
-        self._unauth_counted = False  # holds one of edge.admit()'s per-IP slots
-        # looked up once: get_running_loop() makes a getpid() system call on
-        # Python 3.11, and the profile found it on every received chunk
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._metrics = edge.metrics
         self._conn_gauge = edge.metrics.conn_tls if direct_tls else edge.metrics.conn_tcp
         # the input shaper, a token bucket of bytes refilled lazily (_refill);
         # the unauthenticated phase runs at the normal rate
@@ -118,29 +84,15 @@ class C2SConnection(asyncio.Protocol):
     # ---- asyncio callbacks ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses: duck-typed
-        self.transport = cast(asyncio.Transport, transport)
-        self._loop = asyncio.get_running_loop()
-        peer = transport.get_extra_info("peername")
-        self.ip = str(peer[0]) if peer else ""
         self.edge.connections.add(self)
         self._conn_gauge.inc()
-        # every write counts toward one bounded buffer: past the high-water
-        # mark asyncio calls pause_writing() and we stop reading the client
-        self.transport.set_write_buffer_limits(high=self._high_water())
-        self._tok_time = self._loop.time()
-        refused = self.edge.admit(self.ip)
-        if refused is not None:
-            # RFC 6120 4.9.3.14: a local service policy, named in <text/>;
-            # the stream header goes first (4.9.1.1), then the error and close
-            log.info("refusing %s: %s", self.ip, refused)
-            self.close(StreamError(StreamCondition.POLICY_VIOLATION, refused))
-            return
-        self._unauth_counted = True
+        self._tok_time = asyncio.get_running_loop().time()
+        self._accept(transport)
 
     def data_received(self, data: bytes) -> None:
         if self._half_closed:
-            return  # closing: read only so that unread input causes no reset
+            self._discard(data)
+            return
         self.last_rx = time.monotonic()
         # the shaper's hot path: one subtraction and one comparison
         self._tokens -= len(data)
@@ -149,76 +101,15 @@ class C2SConnection(asyncio.Protocol):
             return
         self._feed(data)
 
-    def _feed(self, data: bytes) -> None:
-        self.stream.receive_data(data)
-        if self.stream.backlog > READ_BACKLOG and not self._backlogged:
-            self._backlogged = True
-            self._update_reading()
-        if not self._pumping:
-            self._pumping = True
-            (self._loop or asyncio.get_running_loop()).create_task(self._pump())
-
-    def eof_received(self) -> bool | None:
-        return None  # close the transport
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
         self.edge.connections.discard(self)
         self._conn_gauge.dec()
-        self._release_unauth()
-        self._writable.set()  # a pump waiting for the client to read must end
-        if not self._closing:
-            self._closing = True
-            asyncio.get_running_loop().create_task(self._teardown())
+        self._connection_gone()
 
     # ---- writing -------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write what the stream has queued. Every write to the client goes
-        through here, so the output cap holds for replies, errors and
-        features as well as delivered stanzas."""
-        out = self.stream.data_to_send()
-        t = self.transport
-        if out and t is not None and not t.is_closing() and not self._half_closed:
-            t.write(out)
-            if t.get_write_buffer_size() > self._out_cap and not self._overflowed:
-                self._overflowed = True
-                self._metrics.limited["output_buffer"].inc()
-                log.warning(
-                    "closing %s: %d bytes unread", self.jid or self.ip, t.get_write_buffer_size()
-                )
-                self.close(
-                    StreamError(StreamCondition.RESOURCE_CONSTRAINT, "too much unread output")
-                )
-
-    # ---- flow control ----------------------------------------------------------
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        self._writable.clear()
-        self._update_reading()
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._writable.set()
-        self._update_reading()
-
-    def _update_reading(self) -> None:
-        """Pause reading while any reason holds, resume when none does."""
-        want = self._backlogged or self._write_paused or self._shaped
-        t = self.transport
-        if want is self._reading_paused or t is None or t.is_closing():
-            return
-        self._reading_paused = want
-        if want:
-            t.pause_reading()
-        else:
-            t.resume_reading()
-
-    def _high_water(self) -> int:
-        # below the cap, so a client that stops reading is paused long before
-        # it is cut off
-        return min(OUTPUT_HIGH_WATER, self._out_cap // 2)
+    def _name(self) -> str:
+        return str(self.jid) if self.jid is not None else self.ip
 
     def _set_rate(self, rate: int) -> None:
         """(Re)start the input shaper at ``rate`` bytes/s, its bucket full."""
@@ -303,36 +194,7 @@ class C2SConnection(asyncio.Protocol):
         if chunk:
             self._feed(chunk)
 
-    def _release_unauth(self) -> None:
-        if self._unauth_counted:
-            self._unauth_counted = False
-            self.edge.release_unauthenticated(self.ip)
-
     # ---- driving the stream --------------------------------------------------
-
-    async def _pump(self) -> None:
-        try:
-            while True:
-                if self._write_paused:
-                    # the client is not reading: answering more of what it
-                    # sent would only queue output, so wait until it reads
-                    await self._writable.wait()
-                ev = self.stream.next_event()
-                if ev is None:
-                    break
-                await self._handle(ev)
-                self.flush()
-        except Exception:  # a bug must not leave the socket hanging
-            log.exception("edge: error handling client stream")
-            self.stream.close(StreamError(StreamCondition.INTERNAL_SERVER_ERROR))
-            self.flush()
-            self._close_transport()
-        finally:
-            self._pumping = False
-            if self._backlogged:
-                self._backlogged = False
-                self._update_reading()
-        self.flush()
 
     async def _handle(self, ev: c2s.Event) -> None:
         if isinstance(ev, c2s.Stanza):
@@ -445,9 +307,7 @@ class C2SConnection(asyncio.Protocol):
         self.edge.local[jid] = self
         self._release_unauth()
         s = self.edge.settings
-        self._out_cap = s.max_output_buffer
-        if self.transport is not None:
-            self.transport.set_write_buffer_limits(high=self._high_water())
+        self._set_output_cap(s.max_output_buffer, OUTPUT_HIGH_WATER)
         if str(jid.bare) in self.edge.admins:
             self._set_rate(s.shaper_rate_admin)
         self.stream.bind_done(jid)
@@ -511,18 +371,7 @@ class C2SConnection(asyncio.Protocol):
         the profile showed a write per stanza dominating the hot path."""
         self._metrics.stanza_out(data)
         self.stream.send_bytes(data)
-        if not self._flush_pending:
-            self._flush_pending = True
-            (self._loop or asyncio.get_running_loop()).call_soon(self._deferred_flush)
-
-    def _deferred_flush(self) -> None:
-        self._flush_pending = False
-        self.flush()
-
-    def close(self, error: StreamError | None) -> None:
-        self.stream.close(error)
-        self.flush()
-        self._close_transport()
+        self._schedule_flush()
 
     def send_ping(self) -> None:
         assert self.jid is not None
@@ -531,36 +380,6 @@ class C2SConnection(asyncio.Protocol):
         iq = st.make("iq", to=self.jid, frm=self.jid.domain, type_="get", id_=self.ping_id)
         iq.append(etree.Element(_PING, nsmap={None: ns.PING}))
         self.deliver(etree.tostring(iq, with_tail=False))
-
-    def _close_transport(self) -> None:
-        t = self.transport
-        if t is not None and not t.is_closing() and not self._half_closed:
-            loop = self._loop or asyncio.get_running_loop()
-            if t.can_write_eof() or _unread_input(t):
-                # Closing a socket with unread input makes the kernel answer
-                # with a reset, which throws away the stream error just
-                # written before the client reads it (a client still sending
-                # is exactly the one that needs to see why it is cut off).
-                # So: the queued output and a FIN go out (TCP), input is read
-                # and ignored, and the socket closes when the client closes
-                # its side (eof_received), or at CLOSE_LINGER at the latest.
-                self._half_closed = True
-                if t.can_write_eof():
-                    t.write_eof()
-                if self._reading_paused:
-                    self._reading_paused = False
-                    t.resume_reading()
-            else:
-                t.close()
-            loop.call_later(CLOSE_LINGER, self._abort)
-        if not self._closing:
-            self._closing = True
-            asyncio.get_running_loop().create_task(self._teardown())
-
-    def _abort(self) -> None:
-        """The client has not read the rest of our output since we closed."""
-        if not self._lost and self.transport is not None:
-            self.transport.abort()
 
     async def _teardown(self) -> None:
         jid = self.jid

@@ -1,6 +1,6 @@
 """The edge node: client listeners, the local session table, keepalives.
 
-It implements :class:`~services.router.interface.EdgeLink` so the router can
+It implements :class:`~services.core.routing.EdgeLink` so the router can
 deliver stanzas to the sessions it holds.
 """
 
@@ -11,34 +11,44 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from ..core.feature import Context
+from ..core.routing import Router
+from ..core.storage import Storage
+from ..router.domains import ComponentDirectory, LocalComponents
 from ..security.throttle import AuthThrottle, Limits, MemoryThrottle
-from ..storage.interface import Storage
-from ..xmpp import c2s
+from ..xmpp import c2s, component
 from ..xmpp.errors import StreamCondition, StreamError
 from ..xmpp.jid import JID
+from .component import ComponentConnection
 from .connection import C2SConnection
 
 if TYPE_CHECKING:
     from ..platform.config import Settings
     from ..platform.metrics import Metrics
-    from ..router.service import RouterService
 
 log = logging.getLogger("xmppd.edge")
+
+
+class EdgeRouter(Router, Context, Protocol):
+    """What an edge needs of the router: the :class:`Router` contract, and the
+    feature context in-band registration and the caps hash read. The
+    in-process RouterService; in a cluster, the edge's DirectRouter."""
 
 
 class EdgeServer:
     def __init__(
         self,
         settings: Settings,
-        router: RouterService,
+        router: EdgeRouter,
         storage: Storage,
         ssl_context: ssl.SSLContext,
         cb_data: bytes | None,
         node_id: str,
         metrics: Metrics | None = None,
         throttle: AuthThrottle | None = None,
+        components: ComponentDirectory | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
@@ -49,6 +59,18 @@ class EdgeServer:
         self.connections: set[C2SConnection] = set()
         self.local: dict[JID, C2SConnection] = {}
         self.servers: list[asyncio.Server] = []
+        #: where external components are connected (XEP-0114): shared with the
+        #: router (in-process) or in Redis (cluster)
+        self.components: ComponentDirectory = (
+            components if components is not None else LocalComponents()
+        )
+        self.component_connections: set[ComponentConnection] = set()
+        #: domain -> the component connection holding it on this edge
+        self.local_components: dict[str, ComponentConnection] = {}
+        self._claiming: set[str] = set()
+        self._component_config: component.ComponentConfig | None = None
+        #: the bound component listener, None when not listening
+        self.component_address: tuple[str, int] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._extra_features: list[bytes] | None = None
         #: per IP: connections admitted and not yet bound
@@ -90,11 +112,31 @@ class EdgeServer:
             extra_features=self._extra_features,
         )
 
+    def component_config(self) -> component.ComponentConfig:
+        if self._component_config is None:
+            s = self.settings
+            self._component_config = component.ComponentConfig(
+                secrets=s.component_secrets(),
+                max_stanza_size=s.max_stanza_size,
+                preauth_stanza_size=s.preauth_stanza_size,
+            )
+        return self._component_config
+
+    @property
+    def component_port(self) -> int:
+        """The bound component listener's port; -1 when not listening."""
+        return self.component_address[1] if self.component_address is not None else -1
+
     # ---- EdgeLink ------------------------------------------------------------
 
     async def deliver(self, jid: JID, data: bytes) -> bool:
         conn = self.local.get(jid)
         if conn is None:
+            # not a client session: a component's domain held here (XEP-0114)
+            if self.local_components and jid.local is None and jid.resource is None:
+                comp = self.local_components.get(jid.domain)
+                if comp is not None:
+                    return comp.deliver(data)
             return False
         conn.deliver(data)
         return True
@@ -107,6 +149,27 @@ class EdgeServer:
             conn.replaced = True
         conn.close(StreamError(StreamCondition(condition), text))
         return True
+
+    # ---- external components ------------------------------------------------------
+
+    async def claim_component(self, domain: str, conn: ComponentConnection) -> bool:
+        """Record ``domain`` as connected here, in the directory too; False
+        when it is connected already (here or at another edge)."""
+        if domain in self.local_components or domain in self._claiming:
+            return False
+        self._claiming.add(domain)
+        try:
+            if not await self.components.claim(domain, self.node_id):
+                return False
+            self.local_components[domain] = conn
+            return True
+        finally:
+            self._claiming.discard(domain)
+
+    async def release_component(self, domain: str, conn: ComponentConnection) -> None:
+        if self.local_components.get(domain) is conn:
+            del self.local_components[domain]
+            await self.components.release(domain, self.node_id)
 
     # ---- per-IP limits ------------------------------------------------------------
 
@@ -180,8 +243,30 @@ class EdgeServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.servers.append(server)
             bound.append(server.sockets[0].getsockname()[:2])
+        if s.components and s.component_port >= 0:
+            await self._start_component_listener()
         self._housekeeping = loop.create_task(self._keepalive_loop())
         return bound
+
+    async def _start_component_listener(self) -> None:
+        """XEP-0114's listener; loopback unless component_host says otherwise."""
+        from ..platform.config import StartupError
+
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                lambda: ComponentConnection(self),
+                host=s.component_host,
+                port=s.component_port,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            where = f"{s.component_host}:{s.component_port}"
+            raise StartupError("component_port", where, exc.strerror or exc) from None
+        self.servers.append(server)
+        host, port = server.sockets[0].getsockname()[:2]
+        self.component_address = (str(host), int(port))
 
     async def stop(self) -> None:
         """Stop listening and close every stream with system-shutdown."""
@@ -191,6 +276,8 @@ class EdgeServer:
             self._housekeeping.cancel()
         for conn in list(self.connections):
             conn.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
+        for comp in list(self.component_connections):
+            comp.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
         # let teardown tasks run (unavailable presence, last activity)
         for _ in range(3):
             await asyncio.sleep(0.05)

@@ -27,12 +27,12 @@ import secrets
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import DROP, NO_REPLY, Context, Drop, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
-from .base import NO_REPLY, Context, Feature
 
 __all__ = ["FEATURE", "parse_items"]
 
@@ -64,13 +64,6 @@ def _element(tag: str, jids: list[str]) -> etree._Element:
     return el
 
 
-def _invalidate(ctx: Context, user: JID) -> None:
-    cache = getattr(ctx, "blocks", None)
-    invalidate = getattr(cache, "invalidate", None)
-    if callable(invalidate):
-        invalidate(user)
-
-
 async def _answer_and_push(ctx: Context, env: Envelope, user: JID, push: etree._Element) -> None:
     reply = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=env.id)
     if env.frm.resource is not None and ctx.is_local(env.frm.domain):
@@ -96,7 +89,7 @@ async def _block(ctx: Context, env: Envelope, payload: etree._Element) -> etree.
     if not jids:
         raise StanzaError(StanzaCondition.BAD_REQUEST, "block needs at least one item")
     await ctx.storage.add_blocks(user.domain, user.local, jids)
-    _invalidate(ctx, user)
+    ctx.blocks.invalidate(user)
     await _answer_and_push(ctx, env, user, _element(_BLOCK, jids))
     return NO_REPLY
 
@@ -106,14 +99,55 @@ async def _unblock(ctx: Context, env: Envelope, payload: etree._Element) -> etre
     assert user.local is not None
     jids = parse_items(payload)
     await ctx.storage.remove_blocks(user.domain, user.local, jids or None)
-    _invalidate(ctx, user)
+    ctx.blocks.invalidate(user)
     await _answer_and_push(ctx, env, user, _element(_UNBLOCK, jids))
     return NO_REPLY
+
+
+async def _filter(ctx: Context, env: Envelope) -> Drop | None:
+    """Section 3.4 and 3.5: nothing passes between a user and whom they block,
+    either way. The blocker's own stanzas to a blocked JID are refused with
+    not-acceptable and <blocked/>; stanzas to a blocker look, to the sender,
+    as if the blocker were offline (service-unavailable for what expects an
+    answer); presence is dropped."""
+    frm, to = env.frm, env.to
+    if frm.bare == to.bare:
+        return None
+    blocks = ctx.blocks
+    if frm.local is not None and ctx.is_local(frm.domain) and await blocks.blocks(frm, to):
+        if env.kind != "presence":
+            app = etree.Element(
+                ns.q(ns.BLOCKING_ERRORS, "blocked"), nsmap={None: ns.BLOCKING_ERRORS}
+            )
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, app_condition=app)
+        return DROP
+    if to.local is not None and ctx.is_local(to.domain) and await blocks.blocks(to, frm):
+        if (env.kind == "iq" and env.type in ("get", "set")) or (
+            env.kind == "message" and env.type not in ("error", "groupchat", "headline")
+        ):
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+        return DROP
+    return None
+
+
+def _changing(ctx: Context, env: Envelope) -> None:
+    """A block or unblock command is on its way to a router, which applies it
+    and tells every process; the sender's next stanza may be delivered from
+    this process before that news arrives, so its copy goes now."""
+    ctx.blocks.forget(env.frm)
+
+
+async def _account_removed(ctx: Context, user: JID) -> None:
+    ctx.blocks.invalidate(user)
 
 
 FEATURE = Feature(
     name="blocking",
     xeps=("XEP-0191",),
+    storage=("blocklist",),
+    filters=(_filter,),
+    edge_iq={(_BLOCK, "set"): _changing, (_UNBLOCK, "set"): _changing},
+    account_removed=(_account_removed,),
     disco_features=(ns.BLOCKING,),
     account_disco_features=(ns.BLOCKING,),
     account_iq={

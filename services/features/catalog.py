@@ -12,9 +12,15 @@ import importlib
 import re
 from collections.abc import Iterable
 
-from .base import Feature
+from ..core.feature import Feature
 
-__all__ = ["FEATURE_MODULES", "XEP_TITLES", "features_markdown", "load_features"]
+__all__ = [
+    "FEATURE_MODULES",
+    "XEP_TITLES",
+    "features_markdown",
+    "load_configured",
+    "load_features",
+]
 
 FEATURE_MODULES: list[str] = [
     "services.features.core",
@@ -29,6 +35,8 @@ FEATURE_MODULES: list[str] = [
     "services.features.vcard",
     "services.features.private",
     "services.features.blocking",
+    "services.features.offline",
+    "services.features.presence",
 ]
 
 #: titles of the XEPs the modules name, for the README table
@@ -58,6 +66,18 @@ XEP_TITLES: dict[str, str] = {
 }
 
 _XEP = re.compile(r"^XEP-(\d{4})$")
+
+
+def load_configured(extra: Iterable[str] = ()) -> list[Feature]:
+    """Every shipped feature, then the operator's own (``features_extra``:
+    import paths of modules or packages that export ``FEATURE``)."""
+    out = load_features()
+    for path in extra:
+        feature = getattr(importlib.import_module(path), "FEATURE", None)
+        if not isinstance(feature, Feature):
+            raise TypeError(f"{path} does not export FEATURE: Feature")
+        out.append(feature)
+    return out
 
 
 def load_features(names: Iterable[str] | None = None) -> list[Feature]:

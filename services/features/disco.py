@@ -4,7 +4,8 @@ server's entity capabilities (XEP-0115).
 * The server (``to`` a served domain) is ``server/im`` named
   ``settings.server_name``, with every feature the loaded modules declare, and
   a ``http://jabber.org/network/serverinfo`` form carrying the XEP-0157
-  ``admin-addresses``. Its disco#items list is empty (no components yet).
+  ``admin-addresses``. Its disco#items list the services and the external
+  components (XEP-0114) the server routes to, by domain.
 * An account (a local bare JID) is ``account/registered``. Its owner gets the
   features the modules declare for accounts; anyone else gets the identity
   only (the router has already answered service-unavailable if the account
@@ -27,10 +28,10 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import forms, ns
 from ..xmpp.errors import StanzaCondition, StanzaError
-from .base import Context, Feature
 
 __all__ = [
     "CAPS_NODE",
@@ -132,10 +133,17 @@ async def _account_info(ctx: Context, env: Envelope, payload: etree._Element) ->
 # ---------------------------------------------------------------- disco#items
 
 
+_ITEM = ns.q(ns.DISCO_ITEMS, "item")
+
+
 async def _items(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element:
     if payload.get("node") is not None:
         raise StanzaError(StanzaCondition.ITEM_NOT_FOUND)
-    return etree.Element(_ITEMS_QUERY, nsmap={None: ns.DISCO_ITEMS})
+    q = etree.Element(_ITEMS_QUERY, nsmap={None: ns.DISCO_ITEMS})
+    if env.to.local is None:  # the server: its services and components
+        for domain, name in await ctx.service_domains():
+            etree.SubElement(q, _ITEM, jid=domain, name=name)
+    return q
 
 
 # ---------------------------------------------------------------- XEP-0115

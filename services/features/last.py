@@ -15,10 +15,10 @@ import time
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
-from .base import Context, Feature
 
 __all__ = ["FEATURE"]
 
@@ -55,6 +55,7 @@ async def _account_last(ctx: Context, env: Envelope, payload: etree._Element) ->
 FEATURE = Feature(
     name="last",
     xeps=("XEP-0012",),
+    storage=("last_activity", "roster_items"),
     disco_features=(ns.LAST,),
     account_disco_features=(ns.LAST,),
     server_iq={(_QUERY, "get"): _server_last},

@@ -22,16 +22,16 @@ import copy
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
-from .base import Context, Feature
+from ..xmpp.tree import parse_element
 
 __all__ = ["FEATURE", "RESERVED_NAMESPACES"]
 
 _QUERY = ns.q(ns.PRIVATE, "query")
 RESERVED_NAMESPACES = frozenset({ns.CLIENT, ns.SERVER, ns.PRIVATE})
-_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def _children(ctx: Context, env: Envelope, payload: etree._Element) -> list[etree._Element]:
@@ -61,7 +61,7 @@ async def _get(ctx: Context, env: Envelope, payload: etree._Element) -> etree._E
         stored: etree._Element | None = None
         if data is not None:
             try:
-                stored = etree.fromstring(data, parser=_SAFE)
+                stored = parse_element(data)
             except etree.XMLSyntaxError:
                 stored = None
         if stored is None:
@@ -89,6 +89,7 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
 FEATURE = Feature(
     name="private",
     xeps=("XEP-0049", "XEP-0048", "XEP-0083", "XEP-0145"),
+    storage=("private_xml",),
     disco_features=(ns.PRIVATE,),
     account_disco_features=(ns.PRIVATE,),
     account_iq={(_QUERY, "get"): _get, (_QUERY, "set"): _set},

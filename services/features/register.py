@@ -40,15 +40,15 @@ import asyncio
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import NO_REPLY, Context, Feature
+from ..core.routing import Envelope
+from ..core.storage import ScramCredentials
 from ..security.throttle import AuthThrottle
-from ..storage.interface import ScramCredentials
 from ..xmpp import forms, ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import SaslFailure, StanzaCondition, StanzaError, stanza_error_reply
 from ..xmpp.jid import JID
 from ..xmpp.sasl import derive_credentials
-from .base import NO_REPLY, Context, Feature
 
 __all__ = ["FEATURE", "HASHES", "INSTRUCTIONS", "preauth"]
 
@@ -245,25 +245,20 @@ async def _cancel(ctx: Context, env: Envelope, user: JID) -> None:
     assert user.local is not None
     if not await ctx.storage.delete_account(user.domain, user.local):
         raise StanzaError(StanzaCondition.REGISTRATION_REQUIRED)
-    cache = getattr(ctx, "blocks", None)
-    invalidate = getattr(cache, "invalidate", None)
-    if callable(invalidate):
-        invalidate(user)
+    await ctx.features.remove_account(ctx, user)
     reply = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=env.id)
     if env.frm.resource is not None:
         await ctx.deliver(env.frm, etree.tostring(reply, with_tail=False))
     else:
         await ctx.send(reply)
-    edges = getattr(ctx, "edges", None) or {}
     for s in await ctx.sessions.resources(user):
-        edge = edges.get(s.node)
-        if edge is not None:
-            await edge.close_session(s.jid, "not-authorized", "account removed")
+        await ctx.close_session(s, "not-authorized", "account removed")
 
 
 FEATURE = Feature(
     name="register",
     xeps=("XEP-0077", "XEP-0004"),
+    storage=("accounts", "scram_credentials"),
     disco_features=(ns.REGISTER,),
     server_iq={(_QUERY, "get"): _get, (_QUERY, "set"): _set},
     account_iq={(_QUERY, "get"): _get, (_QUERY, "set"): _set},

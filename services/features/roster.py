@@ -6,16 +6,19 @@ presence service, which owns the subscription state and the roster pushes.
 
 from __future__ import annotations
 
-from typing import cast
+import copy
+import itertools
+from collections.abc import Iterable
 
 from lxml import etree
 
-from ..presence.service import PresenceService, is_hidden, roster_query
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
+from ..core.storage import RosterItem
 from ..xmpp import ns
+from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
-from .base import Context, Feature
 
 #: longest item name and group name accepted, in UTF-8 bytes (not-acceptable past it)
 MAX_NAME_BYTES = 1023
@@ -26,6 +29,60 @@ _ITEM = ns.q(ns.ROSTER, "item")
 _GROUP = ns.q(ns.ROSTER, "group")
 _QUERY = ns.q(ns.ROSTER, "query")
 _SUBSCRIPTIONS = frozenset({"none", "to", "from", "both"})
+_push_ids = itertools.count(1)
+
+
+def is_hidden(item: RosterItem) -> bool:
+    """An item that only records an unanswered inbound request (not in the roster)."""
+    return (
+        item.subscription == "none"
+        and item.pending_in
+        and not item.ask
+        and not item.approved
+        and not item.name
+        and not item.groups
+    )
+
+
+def roster_item_element(item: RosterItem, remove: bool = False) -> etree._Element:
+    """``<item/>`` as RFC 6121 section 2.1.2 shows it (pending-in is never visible)."""
+    el = etree.Element(ns.q(ns.ROSTER, "item"), nsmap={None: ns.ROSTER})
+    el.set("jid", item.jid)
+    if remove:
+        el.set("subscription", "remove")
+        return el
+    if item.name:
+        el.set("name", item.name)
+    el.set("subscription", item.subscription)
+    if item.ask:
+        el.set("ask", "subscribe")
+    if item.approved:
+        el.set("approved", "true")
+    for group in item.groups:
+        etree.SubElement(el, ns.q(ns.ROSTER, "group")).text = group
+    return el
+
+
+def roster_query(ver: int, items: Iterable[RosterItem], remove: bool = False) -> etree._Element:
+    query = etree.Element(ns.q(ns.ROSTER, "query"), nsmap={None: ns.ROSTER})
+    query.set("ver", str(ver))
+    for item in items:
+        query.append(roster_item_element(item, remove))
+    return query
+
+
+async def push_roster(
+    ctx: Context, user: JID, item: RosterItem, ver: int, remove: bool = False
+) -> None:
+    """Roster push (RFC 6121 2.1.6) to every interested resource of ``user``."""
+    sessions = [s for s in await ctx.sessions.resources(user.bare) if s.interested]
+    if not sessions:
+        return
+    query = roster_query(ver, [item], remove)
+    for s in sessions:
+        iq = st.make("iq", to=s.jid, frm=user.bare, type_="set", id_=f"push{next(_push_ids)}")
+        iq.append(copy.deepcopy(query))
+        await ctx.deliver(s.jid, etree.tostring(iq, with_tail=False))
 
 
 def _owner(env: Envelope) -> JID:
@@ -66,10 +123,8 @@ async def roster_set(ctx: Context, env: Envelope, query: etree._Element) -> etre
         raise StanzaError(StanzaCondition.JID_MALFORMED, "roster items are bare JIDs")
     if contact == user:
         raise StanzaError(StanzaCondition.NOT_ALLOWED, "the user's own JID cannot be a contact")
-    # the local PresenceService, or in a cluster its gRPC client (same methods)
-    presence = cast("PresenceService | None", getattr(ctx, "presence", None))
-    if presence is None:
-        raise StanzaError(StanzaCondition.INTERNAL_SERVER_ERROR, "presence service missing")
+    # the local PresenceService, or in a cluster its gRPC client (same contract)
+    presence = ctx.presence
     subscription = item.get("subscription")
     if subscription == "remove":
         if not await presence.roster_remove(user, contact):
@@ -102,6 +157,7 @@ async def roster_set(ctx: Context, env: Envelope, query: etree._Element) -> etre
 FEATURE = Feature(
     name="roster",
     xeps=("RFC 6121", "XEP-0237"),
+    storage=("roster_items",),
     account_iq={(_QUERY, "get"): roster_get, (_QUERY, "set"): roster_set},
     stream_features=(
         b"<ver xmlns='urn:xmpp:features:rosterver'/>",

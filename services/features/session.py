@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
-from .base import Context, Feature
 
 __all__ = ["FEATURE"]
 

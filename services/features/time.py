@@ -10,10 +10,10 @@ import time as _time
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.timefmt import datetime_str, tzo_str
-from .base import Context, Feature
 
 __all__ = ["FEATURE", "time_element"]
 

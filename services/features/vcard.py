@@ -17,17 +17,17 @@ import copy
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
-from .base import Context, Feature
+from ..xmpp.tree import parse_element
 
 __all__ = ["FEATURE", "MAX_VCARD_BYTES"]
 
 _VCARD = ns.q(ns.VCARD, "vCard")
 #: the largest vCard accepted, serialized
 MAX_VCARD_BYTES = 64 * 1024
-_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 def _empty() -> etree._Element:
@@ -41,7 +41,7 @@ async def _get(ctx: Context, env: Envelope, payload: etree._Element) -> etree._E
     if data is None:
         return _empty()
     try:
-        return etree.fromstring(data, parser=_SAFE)
+        return parse_element(data)
     except etree.XMLSyntaxError:
         return _empty()
 
@@ -66,6 +66,7 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
 FEATURE = Feature(
     name="vcard",
     xeps=("XEP-0054",),
+    storage=("vcards",),
     disco_features=(ns.VCARD,),
     account_disco_features=(ns.VCARD,),
     account_iq={(_VCARD, "get"): _get, (_VCARD, "set"): _set},

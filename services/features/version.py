@@ -13,9 +13,9 @@ from importlib import metadata
 
 from lxml import etree
 
-from ..router.interface import Envelope
+from ..core.feature import Context, Feature
+from ..core.routing import Envelope
 from ..xmpp import ns
-from .base import Context, Feature
 
 __all__ = ["FEATURE", "software_version"]
 

@@ -143,6 +143,20 @@ class Settings:
     direct_delivery: bool = _f(
         True, "Edges send messages and IQs for a full JID straight to the recipient's edge"
     )
+    features_extra: list[str] = _f(
+        [],
+        "Import paths of further feature modules to load (each exports FEATURE), comma separated",
+    )
+    # ---- external components (XEP-0114) ----
+    components: list[str] = _f(
+        [],
+        "External components as DOMAIN:SECRET (XEP-0114), comma separated; "
+        "the listener is open while one is configured",
+    )
+    component_host: str = _f("127.0.0.1", "Address the component listener binds to")
+    component_port: int = _f(
+        5347, "Port of the component listener (-1 disables, 0 picks a free port)"
+    )
     # ---- REST admin API ----
     admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
     admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")
@@ -163,6 +177,18 @@ class Settings:
         9100,
         "Port of the /metrics, /healthz and /readyz HTTP server (-1 disables, 0 picks a free port)",
     )
+
+    def component_secrets(self) -> dict[str, str]:
+        """domain -> shared secret of each configured external component."""
+        out: dict[str, str] = {}
+        for entry in self.components:
+            domain, _sep, secret = entry.partition(":")
+            out[domain.strip().lower()] = secret
+        return out
+
+    def component_domains(self) -> dict[str, str]:
+        """domain -> name shown in disco#items, of each configured component."""
+        return {d: d for d in self.component_secrets()}
 
     @property
     def default_host(self) -> str:
@@ -211,6 +237,12 @@ class Settings:
             raise ConfigError("hosts: at least one domain is required")
         settings.hosts = [h.strip().lower() for h in settings.hosts]
         settings.admins = _bare_jids("admins", settings.admins)
+        for entry in settings.components:
+            domain, sep, secret = entry.partition(":")
+            if not sep or not domain.strip() or not secret:
+                raise ConfigError(f"components: {entry!r} is not DOMAIN:SECRET")
+            if domain.strip().lower() in settings.hosts:
+                raise ConfigError(f"components: {domain!r} is a host of this server")
         return settings
 
 

@@ -66,7 +66,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -79,8 +79,6 @@ from ..xmpp.sasl import MECHANISMS
 from .db import SQL_OPS
 
 if TYPE_CHECKING:
-    from ..router.interface import SessionRegistry
-    from ..storage.interface import Storage
     from .db import Connection
 
 __all__ = [
@@ -378,6 +376,18 @@ class Metrics:
             self.offline_queue.set(n)
 
 
+class AccountCounter(Protocol):
+    """What the statistics need of storage (the Storage contract has it)."""
+
+    async def count_accounts(self, host: str) -> int: ...
+
+
+class OnlineCounter(Protocol):
+    """What the statistics need of the session registry."""
+
+    async def online_users(self) -> int: ...
+
+
 async def count_offline_messages(db: Connection) -> int:
     """Every offline message waiting, all users and hosts."""
     return int(await db.fetchval("SELECT COUNT(*) FROM offline_messages") or 0)
@@ -401,9 +411,9 @@ class ServerStats:
         self,
         metrics: Metrics,
         *,
-        storage: Storage | None = None,
+        storage: AccountCounter | None = None,
         hosts: Sequence[str] = (),
-        sessions: SessionRegistry | None = None,
+        sessions: OnlineCounter | None = None,
         db: Connection | None = None,
         interval: float = 5.0,
         recount_every: float = 60.0,

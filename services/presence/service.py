@@ -6,9 +6,12 @@ what is addressed to a local user (from another local user through the routed
 path, from the server itself, later from remote servers). Subscription stanzas
 run the state tables of RFC 6121 Appendix A: the user's outbound side in
 ``outbound``, then the stanza is stamped (bare ``from`` and ``to``) and routed,
-and the contact's inbound side runs in ``inbound``.
+and the contact's inbound side runs in ``inbound``. The tables themselves, what
+each stanza does to a roster item's state and what is sent because of it, are
+the sans-IO :mod:`services.xmpp.subscription`; this service reads and writes
+the items and does the sending.
 
-Roster items (:class:`~services.storage.interface.RosterItem`) carry the
+Roster items (:class:`~services.core.storage.RosterItem`) carry the
 subscription (none/to/from/both), ``ask`` (pending out), ``pending_in`` and
 ``approved`` (pre-approval, RFC 6121 section 3.4). An item that only records an
 inbound request from someone the user never put in the roster (state "None +
@@ -30,51 +33,38 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import itertools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar, assert_never
 
 from lxml import etree
 
-from ..router.interface import Envelope, Session
-from ..storage.interface import LastActivity, RosterItem, Storage
+from ..core.routing import Envelope, Session
+from ..core.storage import LastActivity, RosterItem, Storage
+from ..features.roster import is_hidden, push_roster
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaError
 from ..xmpp.jid import JID
+from ..xmpp.subscription import Action, Direction, StanzaType, State, Transition, transition
+from ..xmpp.tree import parse_element
 
 if TYPE_CHECKING:
-    from ..features.base import Context
-    from ..router.service import RouterService
+    from ..core.feature import Context
 
 log = logging.getLogger("xmppd.presence")
 
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 
-_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 _PRIORITY = ns.q(ns.CLIENT, "priority")
 _STATUS = ns.q(ns.CLIENT, "status")
-_push_ids = itertools.count(1)
 T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- roster items
-
-
-def is_hidden(item: RosterItem) -> bool:
-    """An item that only records an unanswered inbound request (not in the roster)."""
-    return (
-        item.subscription == "none"
-        and item.pending_in
-        and not item.ask
-        and not item.approved
-        and not item.name
-        and not item.groups
-    )
 
 
 def _is_void(item: RosterItem) -> bool:
@@ -86,22 +76,6 @@ def _is_void(item: RosterItem) -> bool:
         and not item.name
         and not item.groups
     )
-
-
-def _add_from(sub: str) -> str:
-    return {"none": "from", "to": "both"}.get(sub, sub)
-
-
-def _add_to(sub: str) -> str:
-    return {"none": "to", "from": "both"}.get(sub, sub)
-
-
-def _drop_from(sub: str) -> str:
-    return {"from": "none", "both": "to"}.get(sub, sub)
-
-
-def _drop_to(sub: str) -> str:
-    return {"to": "none", "both": "from"}.get(sub, sub)
 
 
 def _has_from(item: RosterItem | None) -> bool:
@@ -118,6 +92,33 @@ def _stored_form(old: RosterItem | None, new: RosterItem) -> RosterItem | None:
     if _is_void(new) and (old is None or is_hidden(old)):
         return None
     return new
+
+
+def _state_of(item: RosterItem | None) -> State:
+    """The subscription state of a stored item (none: RFC 6121 A.1 "None")."""
+    if item is None:
+        return State()
+    return State.from_stored(item.subscription, item.ask, item.pending_in, item.approved)
+
+
+def _with_state(item: RosterItem, state: State, request: bytes) -> RosterItem:
+    """``item`` in ``state``. ``request``: the inbound subscribe being handled,
+    kept from when the request becomes pending until it is answered (it is
+    redelivered at each login, RFC 6121 3.1.3)."""
+    if not state.pending_in:
+        stanza = None
+    elif item.pending_in:
+        stanza = item.pending_in_stanza
+    else:
+        stanza = request
+    return replace(
+        item,
+        subscription=state.subscription.value,
+        ask=state.ask,
+        pending_in=state.pending_in,
+        approved=state.approved,
+        pending_in_stanza=stanza,
+    )
 
 
 # ---------------------------------------------------------------- compare-and-set
@@ -165,53 +166,12 @@ async def change_roster_item(
     raise RosterConflictError(f"the roster item {jid} of {user} kept changing")
 
 
-def roster_item_element(item: RosterItem, remove: bool = False) -> etree._Element:
-    """``<item/>`` as RFC 6121 section 2.1.2 shows it (pending-in is never visible)."""
-    el = etree.Element(ns.q(ns.ROSTER, "item"), nsmap={None: ns.ROSTER})
-    el.set("jid", item.jid)
-    if remove:
-        el.set("subscription", "remove")
-        return el
-    if item.name:
-        el.set("name", item.name)
-    el.set("subscription", item.subscription)
-    if item.ask:
-        el.set("ask", "subscribe")
-    if item.approved:
-        el.set("approved", "true")
-    for group in item.groups:
-        etree.SubElement(el, ns.q(ns.ROSTER, "group")).text = group
-    return el
-
-
-def roster_query(ver: int, items: Iterable[RosterItem], remove: bool = False) -> etree._Element:
-    query = etree.Element(ns.q(ns.ROSTER, "query"), nsmap={None: ns.ROSTER})
-    query.set("ver", str(ver))
-    for item in items:
-        query.append(roster_item_element(item, remove))
-    return query
-
-
-async def push_roster(
-    ctx: Context, user: JID, item: RosterItem, ver: int, remove: bool = False
-) -> None:
-    """Roster push (RFC 6121 2.1.6) to every interested resource of ``user``."""
-    sessions = [s for s in await ctx.sessions.resources(user.bare) if s.interested]
-    if not sessions:
-        return
-    query = roster_query(ver, [item], remove)
-    for s in sessions:
-        iq = st.make("iq", to=s.jid, frm=user.bare, type_="set", id_=f"push{next(_push_ids)}")
-        iq.append(copy.deepcopy(query))
-        await ctx.deliver(s.jid, etree.tostring(iq, with_tail=False))
-
-
 # ---------------------------------------------------------------- stanza helpers
 
 
 def _readdress(src: bytes | etree._Element, frm: JID | None, to: JID | None) -> etree._Element:
     """A copy of a stanza with new addresses (``to=None`` drops the attribute)."""
-    el = etree.fromstring(src, parser=_SAFE) if isinstance(src, bytes) else copy.deepcopy(src)
+    el = parse_element(src) if isinstance(src, bytes) else copy.deepcopy(src)
     if frm is not None:
         el.set("from", str(frm))
     if to is None:
@@ -238,7 +198,7 @@ def _unavailable_status(data: bytes | None) -> str | None:
     if data is None:
         return None
     try:
-        el = etree.fromstring(data, parser=_SAFE)
+        el = parse_element(data)
     except etree.XMLSyntaxError:
         return None
     if el.get("type") != "unavailable":
@@ -264,29 +224,14 @@ def _jid(s: str) -> JID | None:
         return None
 
 
-#: what an outbound subscription stanza does besides the roster change:
-#: (route it, send current presence after it, send unavailable before it)
-_OutboundFlags = tuple[bool, bool, bool]
-
-
-@dataclass(frozen=True, slots=True)
-class _InboundEffects:
-    """What an inbound subscription stanza does besides the roster change."""
-
-    deliver: bool = False  # to the user's available resources
-    reply: str | None = None  # presence type the server answers with
-    auto_approved: bool = False
-    gained_to: bool = False
-    lost_from: bool = False
-    lost_to: bool = False
-
-
 # ---------------------------------------------------------------- the service
 
 
 class PresenceService:
-    def __init__(self, router: RouterService) -> None:
-        self.router = router
+    def __init__(self, ctx: Context) -> None:
+        # the server as features see it: the router in-process, or the
+        # presence role's own router core in a cluster
+        self.ctx = ctx
         self._locks: weakref.WeakValueDictionary[JID, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ---- plumbing ---------------------------------------------------------------
@@ -300,34 +245,25 @@ class PresenceService:
 
     async def _roster(self, user: JID) -> list[RosterItem]:
         assert user.local is not None
-        _, items = await self.router.storage.get_roster(user.domain, user.local)
+        _, items = await self.ctx.storage.get_roster(user.domain, user.local)
         return items
 
     async def _get_item(self, user: JID, contact: JID) -> RosterItem | None:
         assert user.local is not None
-        return await self.router.storage.get_roster_item(user.domain, user.local, str(contact))
-
-    async def _change(self, user: JID, contact: JID, decide: Decide[T]) -> T:
-        """Change an item (compare-and-set) and push what was written, unless
-        hidden. Call with the user's lock held: it only saves CAS retries."""
-        change = await change_roster_item(self.router.storage, user, str(contact), decide)
-        new = change.new
-        if change.version is not None and new is not None and not is_hidden(new):
-            await push_roster(self.router, user, new, change.version)
-        return change.result
+        return await self.ctx.storage.get_roster_item(user.domain, user.local, str(contact))
 
     async def _available_sessions(self, user: JID) -> list[Session]:
-        return [s for s in await self.router.sessions.resources(user.bare) if s.available]
+        return [s for s in await self.ctx.sessions.resources(user.bare) if s.available]
 
     async def _send(self, el: etree._Element, frm: JID, to: JID) -> None:
         """Route a server-built presence with ``trusted`` so it lands in :meth:`inbound`."""
-        await self.router.route(Envelope.of(el, frm, to), trusted=True)
+        await self.ctx.route(Envelope.of(el, frm, to), trusted=True)
 
     async def _blocked(self, user: JID, other: JID) -> bool:
         """XEP-0191: does the local ``user`` block ``other``?"""
         if user.local is None or other.bare == user.bare:
             return False
-        return await self.router.blocks.blocks(user.bare, other)
+        return await self.ctx.blocks.blocks(user.bare, other)
 
     # ---- outbound: from a local user's session ---------------------------------
 
@@ -350,7 +286,7 @@ class PresenceService:
 
     async def _available(self, full: JID, el: etree._Element) -> None:
         """Initial presence (RFC 6121 4.2) or a presence update (4.4)."""
-        s = await self.router.sessions.get(full)
+        s = await self.ctx.sessions.get(full)
         if s is None:
             return
         pres = _readdress(el, full, None)
@@ -359,19 +295,21 @@ class PresenceService:
         s.priority = _priority(el)
         s.available = True
         s.presence = etree.tostring(pres, with_tail=False)
-        await self.router.sessions.update(s, broadcast=True)
+        await self.ctx.sessions.update(s, broadcast=True)
         roster = await self._roster(full.bare)  # read once for all three below
         await self._broadcast(full, pres, include=full, roster=roster)
         if first:
             await self._probe_contacts(full, roster, s.broadcast_seq)
             await self._redeliver_pending(full, roster)
         if s.priority >= 0 and not flushed:
-            # XEP-0160: offline messages go to the first non-negative available resource
-            await self.router.offline.flush(full)
+            # XEP-0160: offline messages go to the first non-negative available
+            # resource: the session_available hooks (features/offline.py)
+            features = self.ctx.features
+            await features.session_event(features.session_available, self.ctx, s)
 
     async def _unavailable(self, full: JID, el: etree._Element) -> None:
         """Unavailable broadcast from a session that stays connected (RFC 6121 4.5)."""
-        s = await self.router.sessions.get(full)
+        s = await self.ctx.sessions.get(full)
         if s is None:
             return
         pres = _readdress(el, full, None)
@@ -379,7 +317,7 @@ class PresenceService:
         s.available = False
         s.presence = etree.tostring(pres, with_tail=False)
         directed, s.directed = s.directed, set()
-        await self.router.sessions.update(s)
+        await self.ctx.sessions.update(s)
         sent = await self._broadcast(full, pres, include=full) if was_available else set()
         await self._directed_unavailable(full, pres, directed, sent)
 
@@ -402,9 +340,9 @@ class PresenceService:
                 continue
             sent.add(contact)
             await self._send(_readdress(pres, full, contact), full, contact)
-        for s in await self.router.sessions.resources(user):
+        for s in await self.ctx.sessions.resources(user):
             if s.available or s.jid == include:
-                await self.router.deliver(
+                await self.ctx.deliver(
                     s.jid, etree.tostring(_readdress(pres, full, s.jid), with_tail=False)
                 )
         return sent
@@ -430,13 +368,13 @@ class PresenceService:
             contact = _jid(item.jid)
             if contact is None or await self._blocked(user, contact):
                 continue
-            if self.router.is_local(contact.domain):
+            if self.ctx.is_local(contact.domain):
                 if contact.local is not None:
                     if known is None:
                         known = {
                             JID.make(username, host, None): (it, last)
                             for host, username, it, last in (
-                                await self.router.storage.roster_entries_for(str(user))
+                                await self.ctx.storage.roster_entries_for(str(user))
                             )
                         }
                     await self._answer_probe(
@@ -450,7 +388,7 @@ class PresenceService:
         """RFC 6121 3.1.3: unanswered subscription requests, on each login."""
         for item in roster:
             if item.pending_in and item.pending_in_stanza is not None:
-                await self.router.deliver(full, item.pending_in_stanza)
+                await self.ctx.deliver(full, item.pending_in_stanza)
 
     async def _directed(self, env: Envelope) -> None:
         """Directed presence (RFC 6121 4.6), tracked for the unavailable on logout."""
@@ -458,14 +396,14 @@ class PresenceService:
         if target.bare != full.bare:
             if await self._blocked(full, target):
                 return
-            s = await self.router.sessions.get(full)
+            s = await self.ctx.sessions.get(full)
             if s is not None:
                 if env.type is None:
                     s.directed.add(target)
                 elif env.type == "unavailable":
                     s.directed.discard(target)
-                await self.router.sessions.update(s)
-        await self.router.route(env, trusted=True)
+                await self.ctx.sessions.update(s)
+        await self.ctx.route(env, trusted=True)
 
     async def _send_current_presence(self, user: JID, to: JID) -> None:
         """Presence of each available resource of ``user``, routed to ``to``."""
@@ -482,89 +420,82 @@ class PresenceService:
         self, user: JID, contact: JID, typ: str, el: etree._Element
     ) -> None:
         """RFC 6121 section 3 and Appendix A.2, the user's side."""
-        if contact == user or (contact.local is None and self.router.is_local(contact.domain)):
+        if contact == user or (contact.local is None and self.ctx.is_local(contact.domain)):
             return
         if await self._blocked(user, contact):
             return
         out = _readdress(el, user, contact)
+        await self._subscription(Direction.OUTBOUND, user, contact, typ, out)
 
-        def decide(item: RosterItem | None) -> tuple[bool, RosterItem | None, _OutboundFlags]:
-            def write(
-                new: RosterItem, flags: _OutboundFlags
-            ) -> tuple[bool, RosterItem | None, _OutboundFlags]:
-                return True, _stored_form(item, new), flags
+    async def _subscription(
+        self, direction: Direction, user: JID, contact: JID, typ: str, stanza: etree._Element
+    ) -> None:
+        """Run the Appendix A row for ``stanza`` (addressed already: ``user``
+        to ``contact`` outbound, the other way inbound) on ``user``'s item for
+        ``contact``, then do what the row says (services/xmpp/subscription.py)."""
+        kind = StanzaType(typ)
+        data = etree.tostring(stanza, with_tail=False)
 
+        def decide(item: RosterItem | None) -> tuple[bool, RosterItem | None, Transition]:
+            state = _state_of(item)
+            step = transition(direction, kind, state)
+            if step.new == state:
+                return False, item, step
             base = item if item is not None else RosterItem(jid=str(contact))
-            if typ == "subscribe":
-                # A.2.1: routed whatever the state, so the contact can resync
-                if base.subscription in ("none", "from") and not base.ask:
-                    return write(replace(base, ask=True), (True, False, False))
-                return False, item, (True, False, False)
-            if typ == "subscribed":
-                if _has_from(item):
-                    return False, item, (False, False, False)
-                if item is not None and item.pending_in:
-                    new = replace(
-                        item,
-                        subscription=_add_from(item.subscription),
-                        pending_in=False,
-                        pending_in_stanza=None,
-                        approved=False,
-                    )
-                    return write(new, (True, True, False))
-                if not base.approved:
-                    # 3.4: pre-approval, not routed
-                    return write(replace(base, approved=True), (False, False, False))
-                return False, item, (False, False, False)
-            if typ == "unsubscribe":
-                if item is not None and (item.ask or _has_to(item)):
-                    new = replace(item, ask=False, subscription=_drop_to(item.subscription))
-                    return write(new, (True, False, False))
-                return False, item, (True, False, False)
-            # unsubscribed
-            if item is None:
-                return False, item, (False, False, False)
-            if _has_from(item):
-                new = replace(
-                    item,
-                    subscription=_drop_from(item.subscription),
-                    pending_in=False,
-                    pending_in_stanza=None,
-                    approved=False,
-                )
-                return write(new, (True, False, True))
-            if item.pending_in:
-                new = replace(item, pending_in=False, pending_in_stanza=None)
-                return write(new, (True, False, False))
-            if item.approved:
-                # 3.2.2: cancelling a pre-approval is not routed
-                return write(replace(item, approved=False), (False, False, False))
-            return False, item, (False, False, False)
+            return True, _stored_form(item, _with_state(base, step.new, data)), step
 
         async with self._lock(user):
-            route, after_approval, unavailable_first = await self._change(user, contact, decide)
-        local = self.router.is_local(contact.domain)
-        if unavailable_first and not local:
-            # a local contact's inbound side delivers these itself
-            await self._send_unavailable(user, contact)
-        if route:
-            await self._send(out, user, contact)
-        if after_approval and not local:
-            await self._send_current_presence(user, contact)
+            # the lock only saves compare-and-set retries
+            change = await change_roster_item(self.ctx.storage, user, str(contact), decide)
+            step, new = change.result, change.new
+            if (
+                Action.PUSH in step.actions
+                and change.version is not None
+                and new is not None
+                and not is_hidden(new)
+            ):
+                await push_roster(self.ctx, user, new, change.version)
+        local = self.ctx.is_local(contact.domain)
+        for action in step.actions:
+            match action:
+                case Action.PUSH:
+                    pass  # done with the write
+                case Action.ROUTE:
+                    await self._send(stanza, user, contact)
+                case Action.DELIVER:
+                    for s in await self._available_sessions(user):
+                        await self.ctx.deliver(s.jid, data)
+                case Action.REPLY_SUBSCRIBED:
+                    reply = st.make("presence", to=contact, frm=user, type_="subscribed")
+                    await self._send(reply, user, contact)
+                case Action.SEND_PRESENCE:
+                    # a local contact's inbound "subscribed" delivers it itself
+                    # (DELIVER_CONTACT_PRESENCE)
+                    if not local:
+                        await self._send_current_presence(user, contact)
+                case Action.SEND_UNAVAILABLE:
+                    # and so does a local contact's inbound "unsubscribed"
+                    # (DELIVER_CONTACT_UNAVAILABLE) after an outbound one
+                    if direction is Direction.INBOUND or not local:
+                        await self._send_unavailable(user, contact)
+                case Action.DELIVER_CONTACT_PRESENCE:
+                    await self._deliver_presence_of(contact, user)
+                case Action.DELIVER_CONTACT_UNAVAILABLE:
+                    await self._deliver_unavailable_of(contact, user)
+                case _:
+                    assert_never(action)
 
     # ---- inbound: to a local user ------------------------------------------------
 
     async def inbound(self, env: Envelope) -> None:
         to, frm, typ = env.to, env.frm, env.type
-        if to.local is None or not self.router.is_local(to.domain):
+        if to.local is None or not self.ctx.is_local(to.domain):
             return  # presence to the server itself: nothing handles it (yet)
-        if (typ is None or typ == "unavailable") and not await self.router.sessions.resources(
-            to.bare
-        ):
+        if (typ is None or typ == "unavailable") and not await self.ctx.sessions.resources(to.bare):
             # plain presence only ever goes to sessions: none, nothing to do,
             # and no account lookup (a login broadcasts to every contact)
             return
-        if not await self.router.user_exists(to):
+        if not await self.ctx.user_exists(to):
             return  # RFC 6121 8.5.1: silently ignored
         user = to.bare
         if await self._blocked(user, frm):
@@ -577,10 +508,10 @@ class PresenceService:
                 await self._answer_probe(user, frm, frm)
             return
         if to.resource is not None:
-            await self.router.deliver(to, env.data)
+            await self.ctx.deliver(to, env.data)
             return
         for s in await self._available_sessions(user):
-            await self.router.deliver(s.jid, env.data)
+            await self.ctx.deliver(s.jid, env.data)
 
     async def _answer_probe(
         self,
@@ -610,14 +541,14 @@ class PresenceService:
         sessions = [s for s in await self._available_sessions(user) if s.presence is not None]
         for s in sessions:
             assert s.presence is not None
-            if after and s.broadcast_seq > after and self.router.sessions.consistent_reads:
+            if after and s.broadcast_seq > after and self.ctx.sessions.consistent_reads:
                 continue  # its own broadcast reaches the prober
             await self._send(_readdress(s.presence, s.jid, reply_to), s.jid, reply_to)
         if sessions:
             return
         assert user.local is not None
         if known is None:
-            last = await self.router.storage.get_last_activity(user.domain, user.local)
+            last = await self.ctx.storage.get_last_activity(user.domain, user.local)
         else:
             last = known[1]
         if last is not None:
@@ -630,73 +561,11 @@ class PresenceService:
         if contact == user:
             return
         stanza = _readdress(el, contact, user)
-        data = etree.tostring(stanza, with_tail=False)
-        nothing = _InboundEffects()
-
-        def decide(item: RosterItem | None) -> tuple[bool, RosterItem | None, _InboundEffects]:
-            def write(
-                new: RosterItem, effects: _InboundEffects
-            ) -> tuple[bool, RosterItem | None, _InboundEffects]:
-                return True, _stored_form(item, new), effects
-
-            if typ == "subscribe":
-                if _has_from(item):
-                    # 3.1.3: already subscribed, auto-reply
-                    return False, item, _InboundEffects(reply="subscribed")
-                if item is not None and item.approved:
-                    new = replace(
-                        item,
-                        subscription=_add_from(item.subscription),
-                        approved=False,
-                        pending_in=False,
-                        pending_in_stanza=None,
-                    )
-                    return write(new, _InboundEffects(reply="subscribed", auto_approved=True))
-                if item is None or not item.pending_in:
-                    base = item if item is not None else RosterItem(jid=str(contact))
-                    new = replace(base, pending_in=True, pending_in_stanza=data)
-                    return write(new, _InboundEffects(deliver=True))
-            elif typ == "subscribed":
-                if item is not None and item.ask and item.subscription in ("none", "from"):
-                    new = replace(item, ask=False, subscription=_add_to(item.subscription))
-                    return write(new, _InboundEffects(deliver=True, gained_to=True))
-            elif typ == "unsubscribe":
-                if item is not None and (_has_from(item) or item.pending_in):
-                    new = replace(
-                        item,
-                        subscription=_drop_from(item.subscription),
-                        pending_in=False,
-                        pending_in_stanza=None,
-                    )
-                    return write(new, _InboundEffects(deliver=True, lost_from=_has_from(item)))
-            elif item is not None and (item.ask or _has_to(item)):  # unsubscribed
-                new = replace(item, ask=False, subscription=_drop_to(item.subscription))
-                return write(new, _InboundEffects(deliver=True, lost_to=_has_to(item)))
-            return False, item, nothing
-
-        async with self._lock(user):
-            effects = await self._change(user, contact, decide)
-        deliver, reply = effects.deliver, effects.reply
-        auto_approved, gained_to = effects.auto_approved, effects.gained_to
-        lost_from, lost_to = effects.lost_from, effects.lost_to
-        if deliver:
-            for s in await self._available_sessions(user):
-                await self.router.deliver(s.jid, data)
-        if reply is not None:
-            await self._send(st.make("presence", to=contact, frm=user, type_=reply), user, contact)
-        if auto_approved and not self.router.is_local(contact.domain):
-            await self._send_current_presence(user, contact)
-        if gained_to:
-            await self._deliver_presence_of(contact, user)
-        if lost_from:
-            # 3.3.3: the unsubscribed contact stops seeing the user
-            await self._send_unavailable(user, contact)
-        if lost_to:
-            await self._deliver_unavailable_of(contact, user)
+        await self._subscription(Direction.INBOUND, user, contact, typ, stanza)
 
     async def _deliver_presence_of(self, contact: JID, user: JID) -> None:
         """After a subscription is approved: the local contact's current presence."""
-        if contact.local is None or not self.router.is_local(contact.domain):
+        if contact.local is None or not self.ctx.is_local(contact.domain):
             return  # a remote server sends it itself
         targets = await self._available_sessions(user)
         for cs in await self._available_sessions(contact):
@@ -704,11 +573,11 @@ class PresenceService:
                 continue
             for t in targets:
                 pres = _readdress(cs.presence, cs.jid, t.jid)
-                await self.router.deliver(t.jid, etree.tostring(pres, with_tail=False))
+                await self.ctx.deliver(t.jid, etree.tostring(pres, with_tail=False))
 
     async def _deliver_unavailable_of(self, contact: JID, user: JID) -> None:
         """After the user lost 'to': unavailable from the contact (RFC 6121 3.2.3)."""
-        if contact.local is not None and self.router.is_local(contact.domain):
+        if contact.local is not None and self.ctx.is_local(contact.domain):
             sources = [s.jid for s in await self._available_sessions(contact)]
         else:
             sources = [contact]
@@ -716,7 +585,7 @@ class PresenceService:
         for src in sources:
             for t in targets:
                 pres = st.make("presence", to=t.jid, frm=src, type_="unavailable")
-                await self.router.deliver(t.jid, etree.tostring(pres, with_tail=False))
+                await self.ctx.deliver(t.jid, etree.tostring(pres, with_tail=False))
 
     # ---- session end -----------------------------------------------------------
 
@@ -731,14 +600,12 @@ class PresenceService:
             sent = await self._broadcast(full, pres, include=None)
         directed, session.directed = session.directed, set()
         await self._directed_unavailable(full, pres, directed, sent)
-        if await self.router.sessions.resources(user):
+        if await self.ctx.sessions.resources(user):
             return
         assert user.local is not None
         status = _unavailable_status(session.presence)
         try:
-            await self.router.storage.set_last_activity(
-                user.domain, user.local, time.time(), status
-            )
+            await self.ctx.storage.set_last_activity(user.domain, user.local, time.time(), status)
         except LookupError:  # the account was deleted meanwhile
             log.debug("no last activity for %s: account gone", user)
 
@@ -756,9 +623,9 @@ class PresenceService:
             return True, replace(old, name=name, groups=groups), None
 
         async with self._lock(user):
-            change = await change_roster_item(self.router.storage, user, str(contact), decide)
+            change = await change_roster_item(self.ctx.storage, user, str(contact), decide)
             assert change.new is not None and change.version is not None
-            await push_roster(self.router, user, change.new, change.version)
+            await push_roster(self.ctx, user, change.new, change.version)
 
     async def roster_remove(self, user: JID, contact: JID) -> bool:
         """RFC 6121 2.5: remove an item, cancelling subscriptions both ways.
@@ -770,12 +637,12 @@ class PresenceService:
             return old is not None, None, None
 
         async with self._lock(user):
-            change = await change_roster_item(self.router.storage, user, str(contact), decide)
+            change = await change_roster_item(self.ctx.storage, user, str(contact), decide)
             item = change.old
             if item is None or change.version is None:
                 return False
-            await push_roster(self.router, user, item, change.version, remove=True)
-        local = self.router.is_local(contact.domain)
+            await push_roster(self.ctx, user, item, change.version, remove=True)
+        local = self.ctx.is_local(contact.domain)
         if item.ask or _has_to(item):
             unsub = st.make("presence", to=contact, frm=user, type_="unsubscribe")
             await self._send(unsub, user, contact)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..storage.interface import Storage
+from ..core.storage import Storage
 from ..xmpp.jid import JID
 
 
@@ -13,7 +13,12 @@ class BlockCache:
         self._storage = storage
         self._cache: dict[JID, frozenset[str]] = {}
         #: called after a local change, so other nodes can drop their copy too
-        self.on_invalidate: list[Callable[[JID], None]] = []
+        self._on_invalidate: list[Callable[[JID], None]] = []
+
+    def subscribe(self, on_invalidate: Callable[[JID], None]) -> None:
+        """Call ``on_invalidate(bare JID)`` after every local change (a cluster
+        publishes it, so other processes drop their copy)."""
+        self._on_invalidate.append(on_invalidate)
 
     async def get(self, user: JID) -> frozenset[str]:
         bare = user.bare
@@ -30,7 +35,7 @@ class BlockCache:
 
     def invalidate(self, user: JID) -> None:
         self.forget(user)
-        for hook in self.on_invalidate:
+        for hook in self._on_invalidate:
             hook(user.bare)
 
     def clear(self) -> None:

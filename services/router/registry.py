@@ -5,8 +5,8 @@ The cluster swaps in a Redis-backed registry with the same Protocol.
 
 from __future__ import annotations
 
+from ..core.routing import Session
 from ..xmpp.jid import JID
-from .interface import Session
 
 
 class LocalRegistry:

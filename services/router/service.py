@@ -12,30 +12,37 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from ..features.base import NO_REPLY, FeatureSet, IQHandler
-from ..storage.interface import Storage
-from ..xmpp import ns
+from ..core.feature import NO_REPLY, FeatureSet, IQHandler
+from ..core.presence import Presence
+from ..core.routing import EdgeLink, Edges, Envelope, LocalEdges, Session, SessionRegistry
+from ..core.storage import Storage
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
 from ..xmpp.jid import JID
 from .blocking import BlockCache
-from .interface import EdgeLink, Envelope, Session, SessionRegistry
-from .offline import OfflineStore
+from .domains import ComponentDirectory, DomainRegistry, LocalComponents, RemoteDomains
 
 if TYPE_CHECKING:
+    from ..core.feature import Context
     from ..platform.config import Settings
     from ..platform.metrics import Metrics
-    from ..presence.service import PresenceService
 
 log = logging.getLogger("xmppd.router")
 
 
 class RouterService:
+    """RFC 6121 delivery, the feature hook chain, and the domain registry.
+
+    What a deployment plugs in comes through the constructor: the session
+    registry, the edges it can reach, the presence service (built from this
+    router as its context), where external components are connected, and
+    the federation seam."""
+
     def __init__(
         self,
         settings: Settings,
@@ -43,6 +50,11 @@ class RouterService:
         sessions: SessionRegistry,
         features: FeatureSet,
         metrics: Metrics | None = None,
+        *,
+        edges: Edges | None = None,
+        presence: Callable[[Context], Presence] | None = None,
+        components: ComponentDirectory | None = None,
+        remote: RemoteDomains | None = None,
     ) -> None:
         if metrics is None:
             from ..platform.metrics import Metrics
@@ -54,11 +66,21 @@ class RouterService:
         self.sessions = sessions
         self.features = features
         self.started_at = time.time()
-        self.edges: dict[str, EdgeLink] = {}
+        self.edges: Edges = edges if edges is not None else LocalEdges()
         self.blocks = BlockCache(storage)
-        self.offline = OfflineStore(self)
-        self.presence: PresenceService | None = None
+        self.domains = DomainRegistry(
+            components if components is not None else LocalComponents(),
+            settings.component_domains(),
+            remote,
+        )
+        self._presence: Presence | None = presence(self) if presence is not None else None
         self._hosts = frozenset(settings.hosts)
+
+    @property
+    def presence(self) -> Presence:
+        if self._presence is None:
+            raise StanzaError(StanzaCondition.INTERNAL_SERVER_ERROR, "no presence service")
+        return self._presence
 
     # ---- context for features ---------------------------------------------
 
@@ -93,14 +115,16 @@ class RouterService:
         stanza is taken for undeliverable (and stored offline)."""
         link = self.edges.get(node)
         if link is None:
-            ensure = getattr(self.edges, "ensure", None)
-            if ensure is not None:
-                await ensure(node)
-                link = self.edges.get(node)
+            await self.edges.ensure(node)
+            link = self.edges.get(node)
         return link
 
-    def attach_edge(self, edge: EdgeLink) -> None:
-        self.edges[edge.node_id] = edge
+    async def close_session(self, s: Session, condition: str, text: str | None = None) -> bool:
+        edge = await self.edge(s.node)
+        return edge is not None and await edge.close_session(s.jid, condition, text)
+
+    async def service_domains(self) -> list[tuple[str, str]]:
+        return self.domains.listed()
 
     # ---- sessions --------------------------------------------------------
 
@@ -115,14 +139,20 @@ class RouterService:
         if old is not None and old_edge is not None:
             # RFC 6120 7.7.2.2: the older session is replaced with <conflict/>
             await old_edge.close_session(old.jid, "conflict", "replaced by new connection")
-            if self.presence is not None:
-                await self.presence.session_gone(old, replaced=True)
+            await self._session_gone(old, replaced=True)
         return blocked
 
     async def unbind(self, jid: JID, sid: str) -> None:
         s = await self.sessions.remove(jid, sid)
-        if s is not None and self.presence is not None:
-            await self.presence.session_gone(s, replaced=False)
+        if s is not None:
+            await self._session_gone(s, replaced=False)
+
+    async def _session_gone(self, s: Session, replaced: bool) -> None:
+        if self._presence is not None:
+            await self._presence.session_gone(s, replaced=replaced)
+        features = self.features
+        if features.session_gone:
+            await features.session_event(features.session_gone, self, s)
 
     # ---- routing ------------------------------------------------------------
 
@@ -166,24 +196,34 @@ class RouterService:
 
     async def _route(self, env: Envelope, trusted: bool) -> None:
         to = env.to
-        if env.kind == "presence" and self.presence is not None:
-            if not trusted and self.is_local(env.frm.domain) and env.frm.local is not None:
-                await self.presence.outbound(env)
+        features = self.features
+        local_to = self.is_local(to.domain)
+        if env.kind == "presence":
+            if not trusted and env.frm.local is not None and self.is_local(env.frm.domain):
+                if await features.handle(features.presence_out, self, env):
+                    return
+            elif local_to and await features.handle(features.presence_in, self, env):
                 return
-            if self.is_local(to.domain):
-                await self.presence.inbound(env)
-                return
-        if not self.is_local(to.domain):
-            # Federation is a separate issue: until then remote domains are unreachable.
-            raise StanzaError(StanzaCondition.REMOTE_SERVER_NOT_FOUND)
-        if to.local is None:
+        if local_to and to.local is None:
             await self._to_server(env)
             return
-        if not trusted and await self._blocked(env):
+        if not trusted and features.filters and not await features.filter(self, env):
+            return
+        if (
+            features.message_out
+            and env.kind == "message"
+            and not trusted
+            and self.is_local(env.frm.domain)
+        ):
+            await features.observe(features.message_out, self, env)
+        if not local_to:
+            await self.domains.route(self, env)
             return
         if to.resource is not None:
             if await self.deliver(to, env.data):
                 self.metrics.routed(env.t0)
+                if env.kind == "message" and features.message_in:
+                    await features.observe(features.message_in, self, env)
                 return
             if env.kind == "iq":
                 if env.type in ("get", "set"):
@@ -204,15 +244,19 @@ class RouterService:
         no block list in the way. None means the stanza needs the full rules
         (presence, bare JIDs, the server, absent sessions, blocking)."""
         to = env.to
+        features = self.features
         if (
             env.kind == "presence"
             or to.resource is None
             or to.local is None
             or not self.is_local(to.domain)
+            or (env.kind == "message" and (features.message_out or features.message_in))
         ):
             return None
+        # the same filters as _route: a stanza any of them would stop takes
+        # the router's way, which stops it with the right error
         try:
-            if await self._blocked(env):
+            if features.filters and not await features.filter(self, env):
                 return None
         except StanzaError:
             return None
@@ -220,25 +264,6 @@ class RouterService:
         if s is None:
             return None
         return await self.edge(s.node)
-
-    async def _blocked(self, env: Envelope) -> bool:
-        """XEP-0191 section 3.4/3.5: blocked in either direction."""
-        frm, to = env.frm, env.to
-        if frm.local is not None and self.is_local(frm.domain) and frm.bare != to.bare:
-            if await self.blocks.blocks(frm, to):
-                if env.kind != "presence":
-                    app = etree.Element(
-                        ns.q(ns.BLOCKING_ERRORS, "blocked"), nsmap={None: ns.BLOCKING_ERRORS}
-                    )
-                    raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, app_condition=app)
-                return True
-        if to.local is not None and frm.bare != to.bare and await self.blocks.blocks(to, frm):
-            if (env.kind == "iq" and env.type in ("get", "set")) or (
-                env.kind == "message" and env.type not in ("error", "groupchat", "headline")
-            ):
-                raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
-            return True
-        return False
 
     async def _message_to_bare(self, env: Envelope) -> None:
         to = env.to.bare
@@ -259,13 +284,17 @@ class RouterService:
                     delivered = True
                     self.metrics.routed(env.t0)
             if delivered:
+                if self.features.message_in:
+                    await self.features.observe(self.features.message_in, self, env)
                 return
             # every target vanished meanwhile (a dead edge not yet reaped): store it
         if typ == "headline":
             return
         if not await self.user_exists(to):
             raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
-        await self.offline.store(to, env)
+        # RFC 6121 8.5.2.2.1: stored (offline storage, an archive) or refused
+        if not await self.features.handle(self.features.undelivered, self, env):
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
 
     async def _iq_to_account(self, env: Envelope) -> None:
         if env.type not in ("get", "set"):

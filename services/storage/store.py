@@ -1,4 +1,4 @@
-"""The :class:`Store`: the :class:`~services.storage.interface.Storage` Protocol on a database.
+"""The :class:`Store`: the :class:`~services.core.storage.Storage` Protocol on a database.
 
 The same class and the same SQL serve SQLite (embedded) and PostgreSQL
 (cluster), through :mod:`services.platform.db`. The schema is in
@@ -34,18 +34,18 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from services.platform.db import Connection, Database, IntegrityError, open_database
-from services.platform.migrate import migrate
-from services.storage.interface import (
+from services.core.storage import (
     Account,
     LastActivity,
     OfflineMessage,
     RosterItem,
     ScramCredentials,
 )
+from services.platform.db import Connection, Database, IntegrityError, open_database
+from services.platform.migrate import migrate
 
 if TYPE_CHECKING:
-    from services.storage.interface import Storage
+    from services.core.storage import Storage
 
 __all__ = ["Store", "UnknownAccountError"]
 
@@ -122,7 +122,7 @@ def _unique_credentials(creds: Iterable[ScramCredentials]) -> list[ScramCredenti
 
 
 class Store:
-    """Implements :class:`~services.storage.interface.Storage` with SQL over a :class:`Database`."""
+    """Implements :class:`~services.core.storage.Storage` with SQL over a :class:`Database`."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -5,6 +5,7 @@ from typing import Final
 STREAM: Final = "http://etherx.jabber.org/streams"
 CLIENT: Final = "jabber:client"
 SERVER: Final = "jabber:server"
+COMPONENT: Final = "jabber:component:accept"  # XEP-0114
 STREAMS_ERR: Final = "urn:ietf:params:xml:ns:xmpp-streams"
 STANZAS_ERR: Final = "urn:ietf:params:xml:ns:xmpp-stanzas"
 TLS: Final = "urn:ietf:params:xml:ns:xmpp-tls"

@@ -30,6 +30,7 @@ from lxml import etree
 
 from . import ns
 from .errors import StreamCondition, StreamError
+from .tree import HARDENED
 
 _BAD_REF = re.compile(rb"&(?!amp;|lt;|gt;|quot;|apos;|#[0-9]{1,7};|#x[0-9a-fA-F]{1,6};)")
 # libxml2's push parser holds back errors until more input comes; these are
@@ -75,12 +76,7 @@ class StreamParser:
 
     def __init__(self, max_stanza_size: int = 262144) -> None:
         self._parser = etree.XMLPullParser(
-            events=("start", "end", "comment", "pi"),
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            remove_blank_text=False,
+            events=("start", "end", "comment", "pi"), remove_blank_text=False, **HARDENED
         )
         self._max = max_stanza_size
         self._slice = max(1024, max_stanza_size // 32)
@@ -95,6 +91,12 @@ class StreamParser:
     @property
     def root(self) -> etree._Element | None:
         return self._root
+
+    def set_limit(self, max_stanza_size: int) -> None:
+        """Change the bound of an element, for a stream that authenticates
+        without a restart (XEP-0114's handshake)."""
+        self._max = max_stanza_size
+        self._slice = max(1024, max_stanza_size // 32)
 
     def feed(self, data: bytes) -> list[Event]:
         if self._closed or not data:

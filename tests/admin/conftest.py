@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from services.admin.jobs import JobManager
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from ..conftest import add_user, make_settings
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from services.admin import control
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from .conftest import ADMIN, TOKENS, USERS, bearer, error_code
 

@@ -13,7 +13,7 @@ from fastapi.params import Security
 from fastapi.routing import APIRoute
 
 from services.admin.auth import SCOPES, TokenError
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from ..conftest import add_user
 from .conftest import ADMIN, READ, TOKENS, WRITE, api_url, bearer, error_code

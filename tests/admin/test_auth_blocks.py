@@ -11,7 +11,7 @@ import pytest
 
 from services.admin import commands as cmd
 from services.admin.commands import AdminContext, CommandError
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from ..conftest import PASSWORD, add_user
 from ..edge.test_auth_throttle import attempt

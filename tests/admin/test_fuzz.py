@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.admin.api import create_app
 from services.admin.commands import AdminContext
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from ..conftest import add_user, make_settings
 from .conftest import ADMIN, TOKENS, USERS, api_url

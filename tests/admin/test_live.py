@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from ..conftest import PASSWORD, Client
 

@@ -151,7 +151,7 @@ def test_stanza_rate_over_a_window() -> None:
 def test_xmppctl_without_a_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from services.cli.main import main
+    from services.app.cli import main
 
     monkeypatch.setenv("XMPPD_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("XMPPD_HOSTS", "localhost")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from services.cluster.local import LocalCluster
+from services.app.local import LocalCluster
 from services.platform.db import open_database
 from services.storage.store import Store
 from services.xmpp.sasl import derive_credentials

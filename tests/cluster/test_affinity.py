@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from services.cluster.rpc import affinity
-from services.router.interface import Envelope, Session
+from services.core.routing import Envelope, Session
 from services.xmpp.jid import JID
 
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.cluster.local import LocalCluster
+from services.app.local import LocalCluster
 
 from ..conftest import PASSWORD
 from ..edge.test_auth_throttle import attempt_on

@@ -17,12 +17,14 @@ import pytest_asyncio
 from lxml import etree
 
 from services.cluster.direct import DirectRouter
-from services.features.base import FeatureSet
+from services.cluster.edge_rpc import EdgeClient
+from services.core.feature import FeatureSet
+from services.core.routing import Envelope, LocalEdges, Session
+from services.features import blocking
 from services.platform.config import Settings
 from services.platform.db import open_database
 from services.platform.metrics import Metrics
 from services.platform.migrate import migrate
-from services.router.interface import Envelope, Session
 from services.router.registry import LocalRegistry
 from services.router.service import RouterService
 from services.storage.store import Store
@@ -51,7 +53,7 @@ class ThisEdge:
         return True
 
 
-class OtherEdge(ThisEdge):
+class OtherEdge(ThisEdge, EdgeClient):
     """An EdgeClient stand-in: ``send`` queues, the test acknowledges."""
 
     node_id = "edge-b"
@@ -73,7 +75,6 @@ class Routers:
         self.routed: list[Envelope] = []
         self.busy_senders: set[JID] = set()
         self.block_lists: dict[JID, frozenset[str]] = {}  # what the router's bind returns
-        self.features = "the remote's features"
 
     async def route(self, env: Envelope, trusted: bool = False) -> None:
         self.routed.append(env)
@@ -96,7 +97,7 @@ class World:
         self.other = OtherEdge()
         self.remote = Routers()
         self.metrics = Metrics()
-        router.edges = {"edge-a": self.this, "edge-b": self.other}
+        router.edges = LocalEdges({"edge-a": self.this, "edge-b": self.other})
         self.direct = DirectRouter(router, self.remote, self.metrics)
 
     async def route(self, frm: JID, xml: str) -> Envelope:
@@ -119,7 +120,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     for name in ("alice", "bob", "carol"):
         await store.create_account(HOST, name, [])
     registry = LocalRegistry()
-    router = RouterService(Settings(hosts=[HOST]), store, registry, FeatureSet([]))
+    router = RouterService(Settings(hosts=[HOST]), store, registry, FeatureSet([blocking.FEATURE]))
     w = World(router, store)
     await registry.add(Session(ALICE, node="edge-a", sid="a", available=True))
     await registry.add(Session(BOB, node="edge-b", sid="b", available=True))
@@ -238,5 +239,16 @@ async def test_binding_keeps_the_block_list_the_router_loaded(world: World) -> N
     assert world.other.sent == [] and len(world.remote.routed) == 1
 
 
-async def test_other_attributes_are_the_remote_routers(world: World) -> None:
-    assert world.direct.features == "the remote's features"
+async def test_the_feature_context_is_the_local_routers(world: World) -> None:
+    """Registration and the caps hash read the edge's own RouterService."""
+    d, local = world.direct, world.local
+    assert d.settings is local.settings and d.features is local.features
+    assert d.storage is local.storage and d.sessions is local.sessions
+    assert d.blocks is local.blocks and d.is_local(HOST) and not d.is_local("elsewhere")
+
+
+async def test_without_direct_delivery_everything_goes_to_a_router(world: World) -> None:
+    direct = DirectRouter(world.local, world.remote, world.metrics, direct=False)
+    await direct.route(Envelope.of(etree.fromstring(msg(BOB)), ALICE, BOB))
+    assert world.other.sent == [] and world.this.delivered == []
+    assert len(world.remote.routed) == 1

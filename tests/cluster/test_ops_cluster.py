@@ -11,7 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from services.cluster.local import LocalCluster
+from services.app.local import LocalCluster
 
 from ..e2e.test_prometheus import http_get, run_prometheus
 from .conftest import CLUSTER_MARKS, running_cluster

@@ -8,7 +8,7 @@ from typing import Any
 
 from services.cluster.events import EventBus
 from services.cluster.redis_registry import RedisRegistry
-from services.router.interface import Session
+from services.core.routing import Session
 from services.xmpp.jid import JID
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from services.cluster.local import LocalCluster
+from services.app.local import LocalCluster
 
 from ..conftest import wait_until
 from .conftest import CLUSTER_MARKS, routed, running_cluster

@@ -1,7 +1,7 @@
 """Roster changes through two presence processes and the admin commands at
 once (issue 9, defect 6), against the real storage process and PostgreSQL.
 
-The calls go to the presence replicas as a router sends them (RemoteProxy,
+The calls go to the presence replicas as a router sends them (PresenceClient,
 by the sender's JID), for pairs of users mapped to different replicas: each
 replica changes both users' rosters (its own user's outbound side, the
 contact's inbound side), with nothing but storage's compare-and-set between
@@ -21,12 +21,12 @@ import pytest
 import pytest_asyncio
 
 from services.admin import commands
-from services.cluster.local import LocalCluster
-from services.cluster.roles import PRESENCE_IDEMPOTENT
-from services.cluster.rpc import Channels, RemoteProxy, affinity, idempotent_methods
+from services.app.local import LocalCluster
+from services.cluster.presence_rpc import PresenceClient
+from services.cluster.rpc import Channels, affinity
+from services.core.routing import Envelope
+from services.core.storage import RosterItem
 from services.platform.db import open_database
-from services.router.interface import Envelope
-from services.storage.interface import RosterItem
 from services.storage.store import Store
 from services.xmpp import stanza as st
 from services.xmpp.jid import JID
@@ -60,12 +60,7 @@ def split_pair(tag: str, n: int) -> tuple[JID, JID]:
 async def test_subscriptions_through_two_presence_replicas(cluster: LocalCluster) -> None:
     assert len(cluster.presence_addrs) == 2
     channels = Channels()
-    presence = RemoteProxy(
-        "Presence",
-        cluster.presence_addrs,
-        channels,
-        idempotent=idempotent_methods(PRESENCE_IDEMPOTENT),
-    )
+    presence = PresenceClient(cluster.presence_addrs, channels)
     store = Store(await open_database(cluster.database_url))
     admin = commands.AdminContext(store, [HOST])
     rng = random.Random(6121)

@@ -1,4 +1,4 @@
-"""RemoteProxy retries only what is safe to run twice (issue 9, defect 7).
+"""The typed clients retry only what is safe to run twice (issue 9, defect 7).
 
 Real gRPC servers on loopback serve a stand-in Storage that counts how often
 each method ran: a call that times out may have run, so a non-idempotent one
@@ -11,50 +11,52 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 
-from services.cluster.edge_rpc import EDGE_IDEMPOTENT, EdgeServicer
-from services.cluster.roles import (
-    PRESENCE_IDEMPOTENT,
-    PRESENCE_METHODS,
-    STORAGE_IDEMPOTENT,
-    STORAGE_METHODS,
-)
-from services.cluster.router_rpc import ROUTER_IDEMPOTENT, RouterServicer
+from services.cluster.edge_rpc import EDGE_IDEMPOTENT, EdgeControl
+from services.cluster.presence_rpc import PRESENCE_IDEMPOTENT
+from services.cluster.router_rpc import ROUTER_IDEMPOTENT, RouterControl
 from services.cluster.rpc import (
-    CallServicer,
+    CallTimes,
     Channels,
     RemoteError,
-    RemoteProxy,
     affinity,
-    idempotent_methods,
+    contract_methods,
     pb2_grpc,
 )
+from services.cluster.storage_rpc import STORAGE_IDEMPOTENT, StorageClient, StorageServicer
+from services.core.presence import Presence
+from services.core.storage import Storage
 
 TIMEOUT = 0.3
 
 
+#: what the stand-in answers; every other method answers None
+ANSWERS: dict[str, Any] = {"create_account": True}
+
+
 class CountingStorage:
-    """Counts each method's runs; ``slow`` methods outlast the client's timeout."""
+    """Stands in for every Storage method: counts each method's runs;
+    ``slow`` methods outlast the client's timeout."""
 
     def __init__(self, slow: set[str]) -> None:
         self.slow = slow
         self.runs: dict[str, int] = {}
 
-    async def _run(self, name: str) -> None:
-        self.runs[name] = self.runs.get(name, 0) + 1
-        if name in self.slow:
-            await asyncio.sleep(TIMEOUT * 4)
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
 
-    async def create_account(self, host: str, username: str, creds: list[Any]) -> bool:
-        await self._run("create_account")
-        return True
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            self.runs[name] = self.runs.get(name, 0) + 1
+            if name in self.slow:
+                await asyncio.sleep(TIMEOUT * 4)
+            return ANSWERS.get(name)
 
-    async def get_account(self, host: str, username: str) -> None:
-        await self._run("get_account")
+        return run
 
 
 Start = Callable[[CountingStorage], Any]
@@ -66,9 +68,7 @@ async def start() -> AsyncIterator[Start]:
 
     async def start_one(target: CountingStorage) -> str:
         server = grpc.aio.server()
-        pb2_grpc.add_StorageServicer_to_server(
-            CallServicer(target, ("create_account", "get_account")), server
-        )
+        pb2_grpc.add_StorageServicer_to_server(StorageServicer(cast(Storage, target)), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         servers.append(server)
@@ -86,15 +86,11 @@ def first_then(args: tuple[Any, ...], preferred: str, other: str) -> list[str]:
     return [preferred, other] if affinity(args, 2) == 0 else [other, preferred]
 
 
-def proxy(addresses: list[str], channels: Channels) -> RemoteProxy:
-    return RemoteProxy(
-        "Storage",
+def proxy(addresses: list[str], channels: Channels) -> StorageClient:
+    return StorageClient(
         addresses,
         channels,
-        timeout=TIMEOUT,
-        failover_for=5.0,
-        idempotent=idempotent_methods(STORAGE_IDEMPOTENT),
-        connect_timeout=TIMEOUT,
+        CallTimes(timeout=TIMEOUT, failover_for=5.0, connect_timeout=TIMEOUT),
     )
 
 
@@ -143,10 +139,10 @@ async def test_a_non_idempotent_call_skips_a_replica_it_cannot_reach(start: Star
 
 
 def test_every_remote_method_is_classified() -> None:
-    assert set(STORAGE_IDEMPOTENT) == set(STORAGE_METHODS)
-    assert set(PRESENCE_IDEMPOTENT) == set(PRESENCE_METHODS)
-    assert set(ROUTER_IDEMPOTENT) == RouterServicer(None, None).methods
-    assert set(EDGE_IDEMPOTENT) == EdgeServicer(None).methods
+    assert set(STORAGE_IDEMPOTENT) == set(contract_methods(Storage))
+    assert set(PRESENCE_IDEMPOTENT) == set(contract_methods(Presence))
+    assert set(ROUTER_IDEMPOTENT) == set(contract_methods(RouterControl))
+    assert set(EDGE_IDEMPOTENT) == set(contract_methods(EdgeControl))
     # the calls a retry could duplicate or misreport
     for name in ("create_account", "delete_account", "put_roster_item", "update_roster_item"):
         assert not STORAGE_IDEMPOTENT[name], name

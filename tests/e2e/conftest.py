@@ -18,5 +18,10 @@ MODES = [
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mode" not in metafunc.fixturenames:
         return
-    modes = ["embedded"] if metafunc.definition.get_closest_marker("embedded_only") else MODES
+    if metafunc.definition.get_closest_marker("embedded_only"):
+        modes = ["embedded"]
+    elif metafunc.definition.get_closest_marker("cluster_only"):
+        modes = ["cluster"]  # about the cluster itself: never "skipped" in embedded mode
+    else:
+        modes = MODES
     metafunc.parametrize("mode", modes, indirect=True)

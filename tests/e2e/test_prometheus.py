@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 
 from ..conftest import Client
 

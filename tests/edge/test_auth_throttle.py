@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 
-from services.platform.embedded import EmbeddedServer
+from services.app.embedded import EmbeddedServer
 from services.security.throttle import AuthThrottle
 
 from ..conftest import PASSWORD, Raw, add_user

@@ -17,10 +17,14 @@ from typing import Any
 import pytest_asyncio
 from lxml import etree
 
+from services.core.feature import Feature, FeatureSet
+from services.core.routing import Envelope, LocalEdges, Session
+from services.core.storage import ScramCredentials
 from services.features import (
     blocking,
     disco,
     last,
+    offline,
     ping,
     private,
     register,
@@ -29,12 +33,9 @@ from services.features import (
     vcard,
     version,
 )
-from services.features.base import Feature, FeatureSet
 from services.platform.config import Settings
-from services.router.interface import Envelope, Session
 from services.router.registry import LocalRegistry
 from services.router.service import RouterService
-from services.storage.interface import ScramCredentials
 from services.storage.store import Store
 from services.xmpp import ns
 from services.xmpp import stanza as st
@@ -43,7 +44,19 @@ from services.xmpp.jid import JID
 HOST = "example.com"
 MY_FEATURES: list[Feature] = [
     m.FEATURE
-    for m in (disco, session, register, version, ping, time, last, vcard, private, blocking)
+    for m in (
+        disco,
+        session,
+        register,
+        version,
+        ping,
+        time,
+        last,
+        vcard,
+        private,
+        blocking,
+        offline,
+    )
 ]
 _ids = itertools.count(1)
 _STANZAS = ns.STANZAS_ERR
@@ -164,9 +177,9 @@ async def make_harness(tmp_path: Path) -> AsyncIterator[MakeHarness]:
         store = await Store.open(f"sqlite:///{tmp_path / f'db{len(stores)}.sqlite'}")
         stores.append(store)
         feats = MY_FEATURES if features is None else features
-        router = RouterService(cfg, store, LocalRegistry(), FeatureSet(list(feats)))
         edge = FakeEdge()
-        router.attach_edge(edge)
+        edges = LocalEdges({edge.node_id: edge})
+        router = RouterService(cfg, store, LocalRegistry(), FeatureSet(list(feats)), edges=edges)
         return Harness(router, store, edge, list(feats))
 
     yield make

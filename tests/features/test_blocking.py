@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from services.router.interface import Envelope
+from services.core.routing import Envelope
 from services.xmpp import ns
 from services.xmpp import stanza as st
 from services.xmpp.jid import JID

@@ -116,6 +116,21 @@ async def test_server_items(h: Harness) -> None:
     assert_error(await h.iq(me, "get", items("urn:nope"), to=HOST), "item-not-found")
 
 
+async def test_server_items_list_the_components(make_harness: MakeHarness) -> None:
+    h = await make_harness(components=["b.component.test:s1", "a.component.test:s2"])
+    me = await h.login("juliet")
+    q = assert_result(await h.iq(me, "get", items(), to=HOST))
+    assert q is not None
+    got = [(i.tag, i.get("jid"), i.get("name")) for i in q]
+    assert got == [
+        (ITEMS + "item", "a.component.test", "a.component.test"),
+        (ITEMS + "item", "b.component.test", "b.component.test"),
+    ]
+    # an account's items stay empty
+    q = assert_result(await h.iq(me, "get", items()))
+    assert q is not None and len(q) == 0
+
+
 async def test_disco_set_is_not_handled(h: Harness) -> None:
     me = await h.login("juliet")
     assert_error(await h.iq(me, "set", info(), to=HOST), "service-unavailable")

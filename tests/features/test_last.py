@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 
-from services.storage.interface import RosterItem
+from services.core.storage import RosterItem
 from services.xmpp import ns
 
 from .conftest import HOST, Harness, assert_error, assert_result, el

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from services.app.embedded import EmbeddedServer
 from services.platform.db import SQL_OPS, open_database, sql_op, timed_database
-from services.platform.embedded import EmbeddedServer
 from services.platform.metrics import AUTH_MECHANISMS, Metrics, ServerStats, mechanism_label
 from services.router.registry import LocalRegistry
 
@@ -375,7 +375,7 @@ async def test_edge_up_drops_when_listeners_stop(server_factory: Any) -> None:
 
 
 async def test_services_default_to_a_private_registry(tmp_path: Path) -> None:
-    from services.features.base import FeatureSet
+    from services.core.feature import FeatureSet
     from services.router.service import RouterService
     from services.storage.store import Store
 

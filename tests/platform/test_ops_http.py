@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
+from services.app.embedded import EmbeddedServer
 from services.platform import ops_http
-from services.platform.embedded import EmbeddedServer
 from services.platform.ops_http import OpsHTTPServer
 
 

@@ -15,16 +15,17 @@ from pathlib import Path
 import pytest_asyncio
 from lxml import etree
 
-from services.features import roster
-from services.features.base import FeatureSet
+from services.core.feature import FeatureSet
+from services.core.routing import Envelope, LocalEdges, Session
+from services.core.storage import RosterItem
+from services.features import offline, roster
+from services.features import presence as presence_feature
 from services.platform.config import Settings
 from services.platform.db import open_database
 from services.platform.migrate import migrate
 from services.presence.service import PresenceService
-from services.router.interface import Envelope, Session
 from services.router.registry import LocalRegistry
 from services.router.service import RouterService
-from services.storage.interface import RosterItem
 from services.storage.store import Store
 from services.xmpp import ns
 from services.xmpp import stanza as st
@@ -177,11 +178,17 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await migrate(db)
     store = Store(db)
     settings = Settings.load(env={}, hosts=[HOST])
-    router = RouterService(settings, store, LocalRegistry(), FeatureSet([roster.FEATURE]))
     edge = FakeEdge()
-    router.attach_edge(edge)
-    presence = PresenceService(router)
-    router.presence = presence
+    router = RouterService(
+        settings,
+        store,
+        LocalRegistry(),
+        FeatureSet([roster.FEATURE, presence_feature.FEATURE, offline.FEATURE]),
+        edges=LocalEdges({edge.node_id: edge}),
+        presence=PresenceService,
+    )
+    presence = router.presence
+    assert isinstance(presence, PresenceService)
     w = World(router, store, edge, presence)
 
     real_route = router.route

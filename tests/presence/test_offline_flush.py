@@ -12,6 +12,7 @@ import time
 import pytest
 from lxml import etree
 
+from services.features import offline
 from services.xmpp.jid import JID
 from tests.presence.conftest import HOST, World
 
@@ -45,7 +46,7 @@ async def test_undelivered_messages_keep_their_place(world: World) -> None:
         return True
 
     world.edge.deliver = deliver  # type: ignore[method-assign]
-    n = await world.router.offline.flush(a)
+    n = await offline.flush(world.router, a)
     assert await stored_ids(world) == ["m2", "m3", "m4", "mlate"]
     assert [etree.fromstring(d).get("id") for d in delivered] == ["m0", "m1"]
     assert n == 2
@@ -67,7 +68,7 @@ async def test_a_broken_delivery_loses_nothing(world: World) -> None:
 
     world.edge.deliver = deliver  # type: ignore[method-assign]
     with pytest.raises(ConnectionError):
-        await world.router.offline.flush(a)
+        await offline.flush(world.router, a)
     assert await stored_ids(world) == ["m1", "m2", "m3"]
 
     # the next flush delivers the rest, in order, and empties the store
@@ -78,6 +79,6 @@ async def test_a_broken_delivery_loses_nothing(world: World) -> None:
         return True
 
     world.edge.deliver = works  # type: ignore[method-assign]
-    assert await world.router.offline.flush(a) == 3
+    assert await offline.flush(world.router, a) == 3
     assert [etree.fromstring(d).get("id") for d in got] == ["m1", "m2", "m3"]
     assert await world.store.count_offline(HOST, "alice") == 0

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from lxml import etree
 
-from services.storage.interface import RosterItem
+from services.core.storage import RosterItem
 from services.xmpp import ns
 from services.xmpp.jid import JID
 from tests.presence.conftest import HOST, REMOTE, World, pres, roster_query

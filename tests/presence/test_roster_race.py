@@ -21,14 +21,15 @@ from typing import Any, cast
 import pytest
 
 from services.admin import commands
-from services.features import roster
-from services.features.base import FeatureSet
+from services.core.feature import FeatureSet
+from services.core.routing import Envelope, LocalEdges
+from services.core.storage import RosterItem, Storage
+from services.features import offline, roster
+from services.features import presence as presence_feature
 from services.platform.config import Settings
 from services.presence.service import PresenceService
-from services.router.interface import Envelope
 from services.router.registry import LocalRegistry
 from services.router.service import RouterService
-from services.storage.interface import RosterItem, Storage
 from services.storage.store import Store
 from services.xmpp import stanza as st
 from services.xmpp.jid import JID
@@ -77,14 +78,20 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[Store, list[RouterServi
         registry, edge = LocalRegistry(), FakeEdge()
         routers: list[RouterService] = []
         replicas: list[PresenceService] = []
+        # every router reaches the presence replicas at random, as over gRPC
+        spread = Replicas(replicas, rng)
+        features = FeatureSet([roster.FEATURE, presence_feature.FEATURE, offline.FEATURE])
         for _ in range(2):
-            router = RouterService(settings, storage, registry, FeatureSet([roster.FEATURE]))
-            router.attach_edge(edge)
+            router = RouterService(
+                settings,
+                storage,
+                registry,
+                features,
+                edges=LocalEdges({edge.node_id: edge}),
+                presence=lambda _ctx: cast(PresenceService, spread),
+            )
             routers.append(router)
             replicas.append(PresenceService(router))
-        spread = Replicas(replicas, rng)
-        for router in routers:
-            router.presence = cast(PresenceService, spread)
         try:
             yield store, routers, spread
         finally:

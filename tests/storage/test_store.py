@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from services.core.storage import LastActivity, RosterItem, ScramCredentials, Storage
 from services.platform.migrate import migrate
-from services.storage.interface import (
-    LastActivity,
-    RosterItem,
-    ScramCredentials,
-    Storage,
-)
 from services.storage.store import Store, UnknownAccountError
 from tests.platform import temp_database_url
 

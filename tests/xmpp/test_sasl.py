@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from services.storage.interface import ScramCredentials
+from services.core.storage import ScramCredentials
 from services.xmpp.errors import SaslCondition, SaslFailure
 from services.xmpp.sasl import (
     HASH_OF,

@@ -1,17 +1,27 @@
-"""Typed interfaces between edge, router and presence.
-
-In the embedded default these are implemented by in-process objects passed
-to each other directly; in the cluster by gRPC clients with the same methods.
-"""
+"""The routing types every layer shares: the envelope a stanza travels in,
+a bound session, and the contracts of the session registry and of an edge
+(what the router needs from the process holding a client's stream)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from lxml import etree
 
 from ..xmpp.jid import JID
+from ..xmpp.tree import parse_element
+
+__all__ = [
+    "EdgeLink",
+    "Edges",
+    "Envelope",
+    "LocalEdges",
+    "Router",
+    "Session",
+    "SessionRegistry",
+]
 
 
 @dataclass(slots=True)
@@ -34,7 +44,7 @@ class Envelope:
 
     def tree(self) -> etree._Element:
         if self.element is None:
-            self.element = etree.fromstring(self.data, parser=_SAFE)
+            self.element = parse_element(self.data)
         return self.element
 
     @staticmethod
@@ -48,9 +58,6 @@ class Envelope:
             data=etree.tostring(el, with_tail=False),
             element=el,
         )
-
-
-_SAFE = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
 
 
 @dataclass(slots=True)
@@ -99,7 +106,29 @@ class EdgeLink(Protocol):
 
 
 class Router(Protocol):
-    async def route(self, env: Envelope) -> None: ...
+    """What an edge needs of the router service: the in-process RouterService,
+    or in a cluster the edge's RouterClient (and DirectRouter in front of it)."""
+
+    async def route(self, env: Envelope, trusted: bool = False) -> None: ...
     # returns the user's XEP-0191 block list, which binding loads for routing
     async def bind(self, s: Session) -> frozenset[str]: ...
     async def unbind(self, jid: JID, sid: str) -> None: ...
+
+
+class Edges(Protocol):
+    """The edges a router can reach, by node name."""
+
+    def get(self, node: str) -> EdgeLink | None: ...
+    def __contains__(self, node: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+
+    async def ensure(self, node: str) -> None:
+        """Look ``node`` up again (an edge that joined a moment ago)."""
+        ...
+
+
+class LocalEdges(dict[str, EdgeLink]):
+    """The edges of one process: those attached, nothing to look up."""
+
+    async def ensure(self, node: str) -> None:
+        return None

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from . import logs
-from .config import ConfigError, Settings, StartupError
+from ..platform import logs
+from ..platform.config import ConfigError, Settings, StartupError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,15 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xmppd: {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level, settings.log_json)
-    from .gctune import tune
+    from ..platform.gctune import tune
 
     coro: Coroutine[Any, Any, None]
     if args.mode == "embedded":
-        from .embedded import EmbeddedServer
+        from ..app.embedded import EmbeddedServer
 
         coro = EmbeddedServer(settings).serve_forever()
     else:
-        from ..cluster.roles import ROLES
+        from ..app.roles import ROLES
 
         coro = ROLES[args.mode](settings)
     tune(settings.gc_threshold)

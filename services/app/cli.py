@@ -60,8 +60,8 @@ async def _run(settings: Settings, command: str, args: dict[str, Any]) -> dict[s
             return await control.call(sock, command, **args)
         except (ConnectionError, FileNotFoundError):
             pass  # stale socket: the server is gone
+    from ..app.startup import open_configured_database
     from ..platform.migrate import migrate
-    from ..platform.startup import open_configured_database
     from ..storage.store import Store
 
     db = await open_configured_database(settings)
@@ -143,8 +143,8 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> int:
+    from ..app.startup import open_configured_database
     from ..platform.migrate import migrate
-    from ..platform.startup import open_configured_database
 
     db = await open_configured_database(settings)
     try:

@@ -8,10 +8,10 @@ import logging
 import sqlite3
 import ssl
 
+from ..platform import tls
+from ..platform.config import Settings, StartupError
+from ..platform.db import Database, DatabaseError, open_database
 from ..xmpp.sasl import tls_server_end_point
-from . import tls
-from .config import Settings, StartupError
-from .db import Database, DatabaseError, open_database
 
 log = logging.getLogger("xmppd")
 

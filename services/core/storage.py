@@ -1,10 +1,7 @@
-"""The storage service's typed interface.
-
-Every durable piece of per-user data goes through this Protocol. The embedded
-default passes a :class:`services.storage.store.Store` over SQLite; the cluster
-passes the same class over PostgreSQL, or a gRPC client implementing this
-Protocol remotely. Usernames are prepared localparts; hosts are domains.
-"""
+"""The storage service's contract: the records it keeps and the Protocol
+every implementation answers to (the Store over SQLite or PostgreSQL, and the
+typed gRPC client of the storage role). Usernames are prepared localparts;
+hosts are domains."""
 
 from __future__ import annotations
 
@@ -13,7 +10,14 @@ from typing import Protocol
 
 from ..xmpp.sasl import ScramCredentials
 
-__all__ = ["Account", "LastActivity", "OfflineMessage", "RosterItem", "ScramCredentials", "Storage"]
+__all__ = [
+    "Account",
+    "LastActivity",
+    "OfflineMessage",
+    "RosterItem",
+    "ScramCredentials",
+    "Storage",
+]
 
 
 @dataclass(frozen=True, slots=True)

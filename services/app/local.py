@@ -37,14 +37,16 @@ class Proc:
     c2s_ports: list[int] = field(default_factory=list)
     ops_port: int = -1
     admin_port: int = -1
+    component_port: int = -1  # an edge's XEP-0114 listener, when components are configured
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _pump: asyncio.Task[None] | None = None
 
     async def start(self, echo: bool) -> None:
         self.ready = asyncio.Event()
         self.c2s_ports = []
+        self.component_port = -1
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.platform.main", self.role,
+            sys.executable, "-m", "services.app.main", self.role,
             env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         self._pump = asyncio.get_running_loop().create_task(self._read(echo))
@@ -64,6 +66,9 @@ class Proc:
                 self.admin_port = int(m.group(2))
             elif m and m.group(1) is None:
                 self.c2s_ports.append(int(m.group(2)))
+            c = re.search(r"component listener on [\d.]+:(\d+)", line)
+            if c:
+                self.component_port = int(c.group(1))
             if " ready" in line:
                 self.ready.set()
 
@@ -171,6 +176,10 @@ class LocalCluster:
                     },
                 )
             )
+            # the XEP-0114 listener (open only while components are configured)
+            if "XMPPD_COMPONENT_PORT" not in (extra_env or {}):
+                comp_port = 5347 + 10 * i if fixed_ports else 0
+                self.procs[-1].env["XMPPD_COMPONENT_PORT"] = str(comp_port)
 
         if admin:
             self.procs.append(
@@ -284,6 +293,7 @@ async def _main(args: Any) -> int:
     print("xmppd cluster is up (Ctrl-C stops it):")
     for p in cluster.procs:
         extra = f"  client ports {p.c2s_ports}" if p.c2s_ports else ""
+        extra += f"  components :{p.component_port}" if p.component_port > 0 else ""
         extra += f"  metrics :{p.ops_port}" if p.ops_port > 0 else ""
         extra += f"  REST API :{p.admin_port}" if p.admin_port > 0 else ""
         print(f"  {p.name:9} pid {p.process.pid if p.process else '-'}{extra}")
@@ -309,7 +319,7 @@ async def _main(args: Any) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m services.cluster.local")
+    ap = argparse.ArgumentParser(prog="python -m services.app.local")
     ap.add_argument("--data-dir", default="./data-cluster")
     ap.add_argument("--database", default="xmppd_cluster")
     ap.add_argument("--redis-prefix", default="xmppd:")

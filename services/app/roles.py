@@ -14,91 +14,35 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from ..features.base import FeatureSet
-from ..features.catalog import load_features
+from ..app.startup import load_tls, open_configured_database
+from ..cluster.direct import DirectRouter
+from ..cluster.edge_rpc import EdgeDirectory, EdgeServicer
+from ..cluster.events import EventBus
+from ..cluster.presence_rpc import PresenceClient, PresenceServicer
+from ..cluster.redis_components import RedisComponents
+from ..cluster.redis_registry import RedisRegistry
+from ..cluster.redis_throttle import RedisThrottle
+from ..cluster.router_rpc import RouterClient, RouterServicer
+from ..cluster.rpc import SERVER_OPTIONS, Channels, pb2_grpc
+from ..cluster.storage_rpc import StorageClient, StorageServicer
+from ..core.feature import Context, FeatureSet
+from ..core.presence import Presence
+from ..core.storage import Storage
+from ..features.catalog import load_configured
 from ..platform.config import Settings
 from ..platform.metrics import Metrics, ServerStats
 from ..platform.ops_http import OpsHTTPServer
-from ..platform.startup import load_tls, open_configured_database
+from ..router.service import RouterService
 from ..security.throttle import Limits
-from ..storage.interface import Storage
 from ..xmpp.jid import JID
-from .direct import DirectRouter
-from .edge_rpc import EdgeDirectory, EdgeServicer
-from .events import EventBus
-from .redis_registry import RedisRegistry
-from .redis_throttle import RedisThrottle
-from .router_rpc import RouterClient, RouterServicer
-from .rpc import (
-    SERVER_OPTIONS,
-    CallServicer,
-    Channels,
-    RemoteProxy,
-    idempotent_methods,
-    pb2_grpc,
-)
 
 log = logging.getLogger("xmppd.cluster")
-
-STORAGE_METHODS = tuple(
-    name
-    for name in dir(Storage)
-    if not name.startswith("_") and callable(getattr(Storage, name, None))
-)
-PRESENCE_METHODS = ("outbound", "inbound", "session_gone", "roster_set", "roster_remove")
-
-# Which remote methods RemoteProxy may send twice (a retry after a timeout, or
-# on another replica): those that leave the same state and give the same answer
-# when run again. Every method is listed with a decision (tests hold that), so
-# a new one cannot be retried by default without anyone deciding it.
-STORAGE_IDEMPOTENT: dict[str, bool] = {
-    # reads
-    "get_account": True,
-    "list_accounts": True,
-    "count_accounts": True,
-    "get_credentials": True,
-    "get_login": True,
-    "get_roster": True,
-    "get_roster_item": True,
-    "roster_entries_for": True,
-    "count_offline": True,
-    "fetch_offline": True,
-    "get_vcard": True,
-    "get_private": True,
-    "get_blocklist": True,
-    "get_last_activity": True,
-    # writes of a value, or of set membership: twice is once
-    "set_credentials": True,
-    "set_disabled": True,
-    "store_offline": True,  # the caller's key: a second copy stores nothing
-    "delete_offline": True,  # by id
-    "set_vcard": True,
-    "set_private": True,
-    "add_blocks": True,
-    "remove_blocks": True,
-    "set_last_activity": True,
-    # the second copy answers differently ("exists", "not found", a conflict
-    # with the first copy's own write), or bumps the roster version again
-    "create_account": False,
-    "delete_account": False,
-    "put_roster_item": False,
-    "delete_roster_item": False,
-    "update_roster_item": False,
-}
-PRESENCE_IDEMPOTENT: dict[str, bool] = {
-    # each routes stanzas and changes rosters or sessions: twice sends twice
-    "outbound": False,
-    "inbound": False,
-    "session_gone": False,
-    "roster_set": True,  # sets a name and groups (the repeated push is harmless)
-    "roster_remove": False,  # the second answers "no such item"
-}
 
 
 def announce(msg: str) -> None:
@@ -168,24 +112,11 @@ def _redis(settings: Settings) -> Any:
 
 
 def _storage(settings: Settings, channels: Channels) -> Storage:
-    return cast(
-        Storage,
-        RemoteProxy(
-            "Storage",
-            settings.storage_addrs,
-            channels,
-            idempotent=idempotent_methods(STORAGE_IDEMPOTENT),
-        ),
-    )
+    return StorageClient(settings.storage_addrs, channels)
 
 
-def _presence(settings: Settings, channels: Channels) -> RemoteProxy:
-    return RemoteProxy(
-        "Presence",
-        settings.presence_addrs,
-        channels,
-        idempotent=idempotent_methods(PRESENCE_IDEMPOTENT),
-    )
+def _presence(settings: Settings, channels: Channels) -> Presence:
+    return PresenceClient(settings.presence_addrs, channels)
 
 
 async def run_storage(settings: Settings) -> None:
@@ -198,7 +129,7 @@ async def run_storage(settings: Settings) -> None:
     store = Store(db)
     server, _ = await _grpc_server(
         settings,
-        lambda s: pb2_grpc.add_StorageServicer_to_server(CallServicer(store, STORAGE_METHODS), s),
+        lambda s: pb2_grpc.add_StorageServicer_to_server(StorageServicer(store), s),
     )
 
     async def db_answers() -> bool:
@@ -213,28 +144,40 @@ async def run_storage(settings: Settings) -> None:
 
 
 async def _router_core(
-    settings: Settings, role: str, metrics: Metrics
-) -> tuple[Any, RedisRegistry, EdgeDirectory, Channels, EventBus]:
-    from ..router.service import RouterService
+    settings: Settings, role: str, metrics: Metrics, presence: str = "remote"
+) -> tuple[RouterService, RedisRegistry, EdgeDirectory, Channels, EventBus]:
+    """A RouterService on the cluster's registry, edges and storage: the
+    router role's, and each other role's own for what it routes itself.
+    ``presence``: "remote" (the presence role over gRPC), "local" (this is the
+    presence role) or "none" (an edge decides nothing about presence)."""
+    from ..presence.service import PresenceService
 
     channels = Channels(metrics)
     redis = _redis(settings)
     registry = RedisRegistry(redis, settings.redis_prefix, metrics)
     directory = EdgeDirectory(registry, channels)
+    factory: Callable[[Context], Presence] | None = None
+    if presence == "local":
+        factory = PresenceService
+    elif presence == "remote":
+        remote = _presence(settings, channels)
+        factory = lambda _ctx: remote  # noqa: E731
     router = RouterService(
         settings,
         _storage(settings, channels),
         registry,
-        FeatureSet(load_features()),
+        FeatureSet(load_configured(settings.features_extra)),
         metrics=metrics,
+        edges=directory,
+        presence=factory,
+        components=RedisComponents(redis, settings.redis_prefix),
     )
-    router.edges = directory
     bus = EventBus(redis, registry.p, node_name(settings, role))
 
     def publish_change(jid: JID) -> None:
         asyncio.get_running_loop().create_task(bus.publish("blocks", jid=str(jid)))
 
-    router.blocks.on_invalidate.append(publish_change)
+    router.blocks.subscribe(publish_change)
 
     def forget(ev: dict[str, Any]) -> None:
         if ev["jid"] == "*":
@@ -260,17 +203,14 @@ async def _refresh_loop(directory: EdgeDirectory) -> None:
 
 
 async def run_presence(settings: Settings) -> None:
-    from ..presence.service import PresenceService
-
     metrics = _metrics()
-    router, registry, directory, _, bus = await _router_core(settings, "presence", metrics)
-    presence = PresenceService(router)
-    router.presence = presence
+    router, registry, directory, _, bus = await _router_core(
+        settings, "presence", metrics, presence="local"
+    )
+    presence = router.presence
     server, _ = await _grpc_server(
         settings,
-        lambda s: pb2_grpc.add_PresenceServicer_to_server(
-            CallServicer(presence, PRESENCE_METHODS), s
-        ),
+        lambda s: pb2_grpc.add_PresenceServicer_to_server(PresenceServicer(presence), s),
     )
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
     ops = await _ops(settings, metrics, {"redis": registry.ping})
@@ -282,12 +222,16 @@ async def run_presence(settings: Settings) -> None:
     await _stop_ops(ops)
 
 
-async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirectory) -> None:
+async def _reap_loop(
+    router: RouterService, registry: RedisRegistry, directory: EdgeDirectory
+) -> None:
     """Find edges whose heartbeat expired; end their sessions for everyone.
 
     Contacts get unavailable presence and later stanzas for those users go to
-    offline storage, since the registry no longer lists the sessions.
+    offline storage, since the registry no longer lists the sessions; the
+    external components it held count as away (service-unavailable).
     """
+    components = RedisComponents(registry.redis, registry.p)
     while True:
         await asyncio.sleep(1.0)
         try:
@@ -300,8 +244,11 @@ async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirect
                 log.warning("edge %s is dead: ending %d sessions", node, len(jids))
                 for jid in jids:
                     s = await registry.remove(jid)
-                    if s is not None and router.presence is not None:
+                    if s is not None:
                         await router.presence.session_gone(s, False)
+                gone = await components.release_node(node)
+                if gone:
+                    log.warning("edge %s is dead: components %s are away", node, ", ".join(gone))
                 await registry.forget_node(node)
                 router.metrics.edge_up.remove(node)
         except Exception:
@@ -310,8 +257,7 @@ async def _reap_loop(router: Any, registry: RedisRegistry, directory: EdgeDirect
 
 async def run_router(settings: Settings) -> None:
     metrics = _metrics()
-    router, registry, directory, channels, bus = await _router_core(settings, "router", metrics)
-    router.presence = _presence(settings, channels)
+    router, registry, directory, _channels, bus = await _router_core(settings, "router", metrics)
     servicer = RouterServicer(router, directory)
     server, _ = await _grpc_server(
         settings, lambda s: pb2_grpc.add_RouterServicer_to_server(servicer, s)
@@ -330,7 +276,7 @@ async def run_router(settings: Settings) -> None:
 
 
 async def _cluster_stats(
-    settings: Settings, metrics: Metrics, router: Any, registry: RedisRegistry
+    settings: Settings, metrics: Metrics, router: RouterService, registry: RedisRegistry
 ) -> None:
     """Cluster-wide figures (registered and online users) come from one place:
     the router replica holding a short Redis lease exports them, no other."""
@@ -360,16 +306,35 @@ async def run_edge(settings: Settings) -> None:
     metrics = _metrics()
     # the edge's own RouterService, on the cluster's registry and caches, answers
     # "which edge holds this session" for one-hop delivery (services/cluster/direct.py)
-    local, registry, directory, channels, bus = await _router_core(settings, "edge", metrics)
+    local, registry, directory, channels, bus = await _router_core(
+        settings, "edge", metrics, presence="none"
+    )
     storage = local.storage
-    remote = RouterClient(settings, FeatureSet(load_features()), storage, channels)
-    router: Any = DirectRouter(local, remote, metrics) if settings.direct_delivery else remote
+
+    async def bounce(jid: JID, data: bytes) -> bool:
+        # a stanza no router took goes back to its sender, a session of this
+        # edge: the link pinned below (the EdgeServer needs the router first)
+        link = directory.get(node)
+        return link is not None and await link.deliver(jid, data)
+
+    remote = RouterClient(settings, channels, bounce)
+    router = DirectRouter(local, remote, metrics, direct=settings.direct_delivery)
     # failed logins and registrations counted in Redis: a block holds on every edge
     throttle = RedisThrottle(registry.redis, settings.redis_prefix, Limits.from_settings(settings))
-    edge = EdgeServer(settings, router, storage, ctx, cb, node, metrics=metrics, throttle=throttle)
+    components = RedisComponents(registry.redis, settings.redis_prefix)
+    edge = EdgeServer(
+        settings,
+        router,
+        storage,
+        ctx,
+        cb,
+        node,
+        metrics=metrics,
+        throttle=throttle,
+        components=components,
+    )
     directory.pin(node, edge)
     metrics.sessions.labels(node).set_function(lambda: len(edge.local))
-    remote._local_bounce = edge.deliver
     server, bound = await _grpc_server(
         settings, lambda s: pb2_grpc.add_EdgeServicer_to_server(EdgeServicer(edge), s)
     )
@@ -389,6 +354,8 @@ async def run_edge(settings: Settings) -> None:
     hb = asyncio.get_running_loop().create_task(heartbeat())
     for host, port in await edge.start():
         announce(f"listening on {host}:{port}")
+    if edge.component_address is not None:
+        announce("component listener on {}:{}".format(*edge.component_address))
 
     async def routers_reachable() -> bool:
         return bool(remote.healthy_routers > 0)
@@ -399,7 +366,7 @@ async def run_edge(settings: Settings) -> None:
     # drain: stop accepting, tell clients system-shutdown, unbind their sessions
     await edge.stop()
     for _ in range(50):
-        if remote.unacked == 0 and getattr(router, "inflight", 0) == 0:
+        if remote.unacked == 0 and router.inflight == 0:
             break
         await asyncio.sleep(0.1)
     hb.cancel()
@@ -419,8 +386,7 @@ async def run_admin(settings: Settings) -> None:
     from ..admin.commands import AdminContext
 
     metrics = _metrics()
-    router, registry, directory, channels, bus = await _router_core(settings, "admin", metrics)
-    router.presence = _presence(settings, channels)
+    router, registry, directory, _channels, bus = await _router_core(settings, "admin", metrics)
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
     throttle = RedisThrottle(registry.redis, settings.redis_prefix, Limits.from_settings(settings))
     ctx = AdminContext(

@@ -19,19 +19,21 @@ from prometheus_client import CollectorRegistry
 
 from ..admin import control
 from ..admin.commands import AdminContext
+from ..app.startup import load_tls, open_configured_database
+from ..core.feature import FeatureSet
+from ..core.routing import LocalEdges
 from ..edge.server import EdgeServer
-from ..features.base import FeatureSet
-from ..features.catalog import load_features
+from ..features.catalog import load_configured
+from ..platform.config import Settings, StartupError
+from ..platform.db import Database, timed_database
+from ..platform.metrics import KINDS, Metrics, ServerStats
+from ..platform.migrate import migrate
+from ..platform.ops_http import OpsHTTPServer
 from ..presence.service import PresenceService
+from ..router.domains import LocalComponents
 from ..router.registry import LocalRegistry
 from ..router.service import RouterService
 from ..storage.store import Store
-from .config import Settings, StartupError
-from .db import Database, timed_database
-from .metrics import KINDS, Metrics, ServerStats
-from .migrate import migrate
-from .ops_http import OpsHTTPServer
-from .startup import load_tls, open_configured_database
 
 if TYPE_CHECKING:
     from ..admin.api import ApiServer
@@ -65,6 +67,11 @@ class EmbeddedServer:
     def direct_tls_port(self) -> int:
         return self.addresses[1][1]
 
+    @property
+    def component_port(self) -> int:
+        """The bound XEP-0114 component listener's port; -1 when not listening."""
+        return self.edge.component_port if self.edge is not None else -1
+
     async def start(self) -> None:
         s = self.settings
         admin_tokens = self._admin_tokens()  # a bad token entry fails before anything starts
@@ -81,13 +88,23 @@ class EmbeddedServer:
         self.db = timed_database(self.db, metrics.db_timers)
         self.store = Store(self.db)
         registry = LocalRegistry()
+        edges = LocalEdges()
+        components = LocalComponents()  # one directory for the router and the edge
         self.router = RouterService(
-            s, self.store, registry, FeatureSet(load_features()), metrics=metrics
+            s,
+            self.store,
+            registry,
+            FeatureSet(load_configured(s.features_extra)),
+            metrics=metrics,
+            edges=edges,
+            presence=PresenceService,
+            components=components,
         )
-        self.router.presence = PresenceService(self.router)
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.edge = edge = EdgeServer(s, self.router, self.store, ctx, cb, node, metrics=metrics)
-        self.router.attach_edge(self.edge)
+        self.edge = edge = EdgeServer(
+            s, self.router, self.store, ctx, cb, node, metrics=metrics, components=components
+        )
+        edges[node] = edge
         try:
             self.addresses = await self.edge.start()
         except OSError as exc:
@@ -112,6 +129,8 @@ class EmbeddedServer:
             await self._start_admin_api(admin_tokens)
         for host, port in self.addresses:
             log.info("listening on %s:%d", host, port)
+        if edge.component_address is not None:
+            log.info("component listener on %s:%d", *edge.component_address)
         # the figures one process exports for the whole service (see metrics.py)
         metrics.sessions.labels(node).set_function(lambda: len(edge.local))
         metrics.edge_up.labels(node).set_function(lambda: float(self._edge_listening()))

@@ -1,1 +1,0 @@
-"""``xmppctl``: the operator's command line."""
