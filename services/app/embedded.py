@@ -102,7 +102,15 @@ class EmbeddedServer:
         )
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.edge = edge = EdgeServer(
-            s, self.router, self.store, ctx, cb, node, metrics=metrics, components=components
+            s,
+            self.router,
+            self.store,
+            ctx,
+            cb,
+            node,
+            metrics=metrics,
+            components=components,
+            context=self.router,
         )
         edges[node] = edge
         try:

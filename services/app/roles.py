@@ -332,6 +332,7 @@ async def run_edge(settings: Settings) -> None:
         metrics=metrics,
         throttle=throttle,
         components=components,
+        context=local,
     )
     directory.pin(node, edge)
     metrics.sessions.labels(node).set_function(lambda: len(edge.local))

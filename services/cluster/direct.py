@@ -29,17 +29,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from lxml import etree
-
-from ..core.feature import BlockLists, FeatureSet
-from ..core.presence import Presence
-from ..core.routing import EdgeLink, Envelope, Session, SessionRegistry
-from ..core.storage import Storage
+from ..core.routing import Envelope, Session
 from ..xmpp.jid import JID
 from .edge_rpc import EdgeClient
 
 if TYPE_CHECKING:
-    from ..platform.config import Settings
     from ..platform.metrics import Metrics
     from ..router.service import RouterService
     from .router_rpc import RouterClient
@@ -59,11 +53,7 @@ class DirectRouter:
     """The router an edge process uses: ``local`` decides (a RouterService
     on the cluster's registry and caches), ``remote`` (a RouterClient) routes
     everything else; ``direct=False`` (``XMPPD_DIRECT_DELIVERY=false``)
-    sends every stanza to ``remote``.
-
-    It is also the feature context of the edge (in-band registration, the
-    caps hash): the ``Context`` members are ``local``'s, named one by one,
-    and what it sends goes through :meth:`route`."""
+    sends every stanza to ``remote``."""
 
     def __init__(
         self,
@@ -82,45 +72,6 @@ class DirectRouter:
         self._inflight: dict[JID, set[asyncio.Future[bool]]] = {}
         # sender -> failed direct deliveries on their way to a router
         self._falling: dict[JID, set[asyncio.Task[None]]] = {}
-        # the feature context (services.core.feature.Context), from local
-        self.settings: Settings = local.settings
-        self.storage: Storage = local.storage
-        self.sessions: SessionRegistry = local.sessions
-        self.started_at: float = local.started_at
-        self.features: FeatureSet = local.features
-
-    # ---- the feature context ---------------------------------------------------
-
-    @property
-    def blocks(self) -> BlockLists:
-        return self.local.blocks
-
-    @property
-    def presence(self) -> Presence:
-        return self.local.presence
-
-    async def send(self, el: etree._Element) -> None:
-        frm = JID.parse(el.get("from") or self.settings.default_host)
-        to = JID.parse(el.get("to") or str(frm.bare))
-        await self.route(Envelope.of(el, frm, to), trusted=True)
-
-    async def deliver(self, jid: JID, data: bytes) -> bool:
-        return await self.local.deliver(jid, data)
-
-    async def close_session(self, s: Session, condition: str, text: str | None = None) -> bool:
-        return await self.local.close_session(s, condition, text)
-
-    async def edge(self, node: str) -> EdgeLink | None:
-        return await self.local.edge(node)
-
-    async def user_exists(self, jid: JID) -> bool:
-        return await self.local.user_exists(jid)
-
-    def is_local(self, domain: str) -> bool:
-        return self.local.is_local(domain)
-
-    async def service_domains(self) -> list[tuple[str, str]]:
-        return await self.local.service_domains()
 
     # ---- the Router contract ---------------------------------------------------
 

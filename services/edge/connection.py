@@ -317,7 +317,7 @@ class C2SConnection(StreamShell[c2s.Event]):
 
         host = self.stream.host or self.edge.settings.default_host
         reply = await register.preauth(
-            self.edge.router, host, el, ip=self.ip, limit=self.edge.throttle
+            self.edge.context, host, el, ip=self.ip, limit=self.edge.throttle
         )
         self.stream.send_element(reply)
         self.stream.release(el)

@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from ..core.feature import Context
 from ..core.routing import Router
@@ -31,17 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("xmppd.edge")
 
 
-class EdgeRouter(Router, Context, Protocol):
-    """What an edge needs of the router: the :class:`Router` contract, and the
-    feature context in-band registration and the caps hash read. The
-    in-process RouterService; in a cluster, the edge's DirectRouter."""
-
-
 class EdgeServer:
     def __init__(
         self,
         settings: Settings,
-        router: EdgeRouter,
+        router: Router,
         storage: Storage,
         ssl_context: ssl.SSLContext,
         cb_data: bytes | None,
@@ -49,9 +43,15 @@ class EdgeServer:
         metrics: Metrics | None = None,
         throttle: AuthThrottle | None = None,
         components: ComponentDirectory | None = None,
+        *,
+        context: Context,
     ) -> None:
         self.settings = settings
+        #: where client stanzas go (the RouterService, or a cluster edge's DirectRouter)
         self.router = router
+        #: the feature context in-band registration and the caps hash read: the
+        #: RouterService in-process, the edge's own RouterService in a cluster
+        self.context = context
         self.storage = storage
         self.ssl_context = ssl_context
         self.cb_data = cb_data
@@ -94,8 +94,8 @@ class EdgeServer:
             from ..features import disco
 
             self._extra_features = [
-                *self.router.features.stream_features(),
-                disco.caps_feature(self.router),
+                *self.context.features.stream_features(),
+                disco.caps_feature(self.context),
             ]
         s = self.settings
         return c2s.StreamConfig(

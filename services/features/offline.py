@@ -25,7 +25,6 @@ from ..xmpp.jid import JID
 from ..xmpp.timefmt import delay_element
 from ..xmpp.tree import parse_element
 
-_CHATSTATE_PREFIX = "{" + ns.CHATSTATES + "}"
 _STORABLE_WITHOUT_BODY = (
     "{urn:xmpp:receipts}",
     "{jabber:x:conference}",

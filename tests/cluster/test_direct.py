@@ -239,14 +239,6 @@ async def test_binding_keeps_the_block_list_the_router_loaded(world: World) -> N
     assert world.other.sent == [] and len(world.remote.routed) == 1
 
 
-async def test_the_feature_context_is_the_local_routers(world: World) -> None:
-    """Registration and the caps hash read the edge's own RouterService."""
-    d, local = world.direct, world.local
-    assert d.settings is local.settings and d.features is local.features
-    assert d.storage is local.storage and d.sessions is local.sessions
-    assert d.blocks is local.blocks and d.is_local(HOST) and not d.is_local("elsewhere")
-
-
 async def test_without_direct_delivery_everything_goes_to_a_router(world: World) -> None:
     direct = DirectRouter(world.local, world.remote, world.metrics, direct=False)
     await direct.route(Envelope.of(etree.fromstring(msg(BOB)), ALICE, BOB))

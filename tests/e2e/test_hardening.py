@@ -107,8 +107,7 @@ async def test_an_attribute_flood_after_login_is_refused_and_memory_stays(server
     await raw.login()
     before = server_rss_kb(server)
     attrs = b" ".join(b"a%d=''" % i for i in range(200_000))  # about 2.3 MB
-    sent = await flood(raw, b"<message " + attrs, b"/>", most=2)
-    assert sent >= 0
+    await flood(raw, b"<message " + attrs, b"/>", most=2)
     await closed_with(raw, "policy-violation")
     grown = server_rss_kb(server) - before
     assert grown < 32 * 1024, f"the server grew by {grown} KB"
@@ -194,7 +193,9 @@ async def test_a_client_still_sending_when_cut_off_reads_the_stream_error(
     server: Any, tls: bool
 ) -> None:
     """The server closes with the client's input unread: without a lingering
-    close the kernel answers with a reset, and the client never sees why."""
+    close the kernel answers with a reset, and the client never sees why.
+    (Over plain TCP this fails without the lingering close; over TLS it
+    passed either way here, and stays as a check of the TLS branch.)"""
     raw = await Raw.open(server.direct_tls_port if tls else server.c2s_port, tls=tls)
     raw.send(HEADER.encode() + b"><message to='" + b"x" * 200_000)
     try:
