@@ -29,8 +29,10 @@ ENV XMPPD_DATA_DIR=/var/lib/xmppd \
 
 USER 10001:10001
 
-# 5222 STARTTLS, 5223 direct TLS, 5280 WebSocket/BOSH, 50051-50054 gRPC
-# (edge, router, presence, storage), 8080 admin REST API, 9100 /metrics /healthz /readyz
+# 5222 STARTTLS, 5223 direct TLS, 5280 WebSocket/BOSH/host-meta (plain HTTP:
+# clients may log in over it only if XMPPD_HTTP_SECURE says so, for a
+# TLS-terminating proxy in front), 50051-50054 gRPC (edge, router, presence,
+# storage), 8080 admin REST API, 9100 /metrics /healthz /readyz
 EXPOSE 5222 5223 5280 8080 9100 50051 50052 50053 50054
 
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \

@@ -20,6 +20,7 @@ install: $(STAMP)
 
 run: install
 	@echo "xmppd: domain localhost, STARTTLS on 5222, direct TLS on 5223, data in ./data"
+	@echo "  web clients: ws://localhost:5280/xmpp-websocket, BOSH http://localhost:5280/http-bind"
 	@echo "  add a user:  $(BIN)/xmppctl adduser alice@localhost"
 	@echo "  connect:     any XMPP client as alice@localhost to 127.0.0.1:5222 (self-signed certificate)"
 	$(BIN)/xmppd
@@ -58,7 +59,7 @@ test: install tools system-deps lint types
 test-fast: install
 	XMPPD_TEST_MODES=embedded $(BIN)/pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# A local cluster (2 edges on 5222/5223 and 5232/5233, 2 routers, presence,
+# A local cluster (2 edges on 5222/5223/5280 and 5232/5233/5290, 2 routers, presence,
 # storage) as processes against the local PostgreSQL and Redis; Ctrl-C stops it.
 cluster: install
 	$(BIN)/python -m services.app.local $(CLUSTER_ARGS)

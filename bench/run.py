@@ -315,6 +315,9 @@ class Embedded(TargetServer):
             # every simulated client connects from 127.0.0.1, as fast as it can
             **BENCH_LIMITS,
             XMPPD_OPS_PORT="0",
+            # the web listener (WebSocket, BOSH) is on, as deployed, on a free port
+            XMPPD_HTTP_HOST="127.0.0.1",
+            XMPPD_HTTP_PORT="0",
         )
         return env
 

@@ -14,6 +14,9 @@
 #                          .tools/node (ServiceMonitor/PrometheusRule models,
 #                          the Grafana dashboard schema, Prometheus' own
 #                          PromQL grammar)
+#   chromium               Debian package (as root; otherwise says what to install)
+#   converse.js,           tests/web/js/node_modules (npm ci from its package.json
+#   playwright-core        and package-lock.json): the browser-client tests, tests/web
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -146,11 +149,44 @@ install_npm() {
   printf '%s' "$NODE_PACKAGE_JSON" >"$stamp"
 }
 
+# --- the browser-client tests (tests/web): Chromium and Converse.js -------------
+CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
+WEB_JS="$ROOT/tests/web/js"
+install_chromium() {
+  if [ -x "$CHROMIUM" ]; then
+    return
+  fi
+  log "installing chromium (Debian) for tests/web"
+  # fonts-liberation is only a Recommends of chromium: without it pages render in fallback fonts
+  if apt_install chromium fonts-liberation && [ -x "$CHROMIUM" ]; then
+    return
+  fi
+  log "WARNING: $CHROMIUM missing: install the Debian package chromium" \
+    "(apt-get install chromium fonts-liberation) or set CHROMIUM_PATH; tests/web will fail without it"
+}
+
+install_web_js() { # npm ci in tests/web/js when node_modules is missing or older than the manifests
+  local stamp="$WEB_JS/node_modules/.xmppd-installed"
+  if [ -f "$stamp" ] && [ ! "$WEB_JS/package.json" -nt "$stamp" ] &&
+    { [ ! -f "$WEB_JS/package-lock.json" ] || [ ! "$WEB_JS/package-lock.json" -nt "$stamp" ]; }; then
+    return
+  fi
+  log "installing npm packages into $WEB_JS/node_modules (converse.js, playwright-core)"
+  local cmd=install
+  [ -f "$WEB_JS/package-lock.json" ] && cmd=ci
+  # playwright-core never downloads browsers; the tests use the Debian chromium
+  (cd "$WEB_JS" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm "$cmd" --silent --no-audit --no-fund --loglevel=error >/dev/null) ||
+    die "npm $cmd in $WEB_JS failed"
+  touch "$stamp"
+}
+
 install_promtool
 ensure_node
 install_kubectl
 install_pip
 install_npm
+install_chromium
+install_web_js
 
 # one line per tool, so a log shows what the tests ran with
 promtool_bin="$(command -v promtool || echo "$BIN/promtool")"
@@ -158,3 +194,6 @@ log "promtool $("$promtool_bin" --version 2>&1 | head -n1 | awk '{print $3}')," 
   "kubectl $("$BIN/kubectl" version --client 2>/dev/null | head -n1 | awk '{print $3}')," \
   "compose $("$VENV/bin/python" -c 'import compose, os, subprocess; print(subprocess.run([os.path.join(os.path.dirname(compose.__file__), "docker-compose"), "version", "--short"], capture_output=True, text=True).stdout.strip())')," \
   "node $(node --version): ready in $TOOLS"
+log "chromium $("$CHROMIUM" --version 2>/dev/null | awk '{print $2}' || echo missing)," \
+  "converse.js $(node -p 'require(process.argv[1]).version' "$WEB_JS/node_modules/converse.js/package.json" 2>/dev/null || echo missing):" \
+  "ready for tests/web"

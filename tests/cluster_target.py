@@ -73,6 +73,10 @@ class ClusterThread:
         """Edge ``i``'s XEP-0114 listener (-1 without configured components)."""
         return self.cluster.edges[i].component_port
 
+    def http_port(self, i: int = 0) -> int:
+        """Edge ``i``'s web listener (WebSocket, BOSH, host-meta)."""
+        return self.cluster.edges[i].http_port
+
 
 class ClusterServer:
     """The cluster seen through the EmbeddedServer attributes tests use."""
@@ -83,6 +87,11 @@ class ClusterServer:
         self.direct_tls_port = ct.edge_port(0, direct_tls=True)
         self.db: Database | None = None
         self.store: Store | None = None
+
+    @property
+    def http_port(self) -> int:
+        """The first edge's web listener, where browser clients connect."""
+        return self.ct.http_port(0)
 
     @property
     def component_port(self) -> int:

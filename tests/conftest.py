@@ -42,6 +42,8 @@ def make_settings(tmp: Path, **over: Any) -> Settings:
         registration=True,
         ops_host="127.0.0.1",
         ops_port=0,
+        http_host="127.0.0.1",
+        http_port=0,
         # the suite opens many connections from 127.0.0.1 at once; the limits'
         # own tests (tests/edge/) set low values. The shaper stays on, high.
         max_unauthenticated_per_ip=100000,

@@ -28,14 +28,10 @@ uvicorn as a task in the running event loop (the embedded server does this).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
-import uvicorn
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -47,6 +43,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..features.vcard import MAX_VCARD_BYTES
+from ..platform.asgi import AsgiServer
 from . import commands as cmd
 from .auth import SCOPES, TokenStore
 from .commands import AdminContext, CommandError
@@ -1064,68 +1061,8 @@ def create_app(
 # ---------------------------------------------------------------- serving
 
 
-class _Uvicorn(uvicorn.Server):
-    """uvicorn inside a process that owns its signals (the embedded server's)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class ApiServer:
-    """Serves an app with uvicorn as a task of the running event loop."""
+class ApiServer(AsgiServer):
+    """Serves the admin API with uvicorn as a task of the running event loop."""
 
     def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.server: uvicorn.Server | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        """Bind (SO_REUSEADDR; port 0 picks a free one), start serving, return the port."""
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        family, type_, proto, _, addr = infos[0]
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        bound = int(sock.getsockname()[1])
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=bound,
-            lifespan="off",
-            log_level="warning",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-        server = self.server = _Uvicorn(config)
-        self.task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not server.started:
-            if self.task.done() or loop.time() > deadline:
-                await self.stop()
-                sock.close()
-                raise OSError(f"the admin API did not start on {host}:{bound}")
-            await asyncio.sleep(0.01)
-        return bound
-
-    async def stop(self) -> None:
-        server, task = self.server, self.task
-        if server is None or task is None:
-            return
-        server.should_exit = True
-        try:
-            await asyncio.wait_for(asyncio.shield(task), 10)
-        except (TimeoutError, asyncio.CancelledError):
-            task.cancel()
-        except BaseException:  # uvicorn's own failure: already logged
-            log.debug("admin API server ended with an error", exc_info=True)
-        self.server = self.task = None
+        super().__init__(app, "admin API")

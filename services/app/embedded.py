@@ -68,6 +68,11 @@ class EmbeddedServer:
         return self.addresses[1][1]
 
     @property
+    def http_port(self) -> int:
+        """The bound web listener's port (WebSocket, BOSH); -1 when not listening."""
+        return self.edge.http_port if self.edge is not None else -1
+
+    @property
     def component_port(self) -> int:
         """The bound XEP-0114 component listener's port; -1 when not listening."""
         return self.edge.component_port if self.edge is not None else -1
@@ -139,6 +144,9 @@ class EmbeddedServer:
             log.info("listening on %s:%d", host, port)
         if edge.component_address is not None:
             log.info("component listener on %s:%d", *edge.component_address)
+        if edge.http_address is not None:
+            host, port = edge.http_address
+            log.info("web listener on %s:%d (/xmpp-websocket, /http-bind)", host, port)
         # the figures one process exports for the whole service (see metrics.py)
         metrics.sessions.labels(node).set_function(lambda: len(edge.local))
         metrics.edge_up.labels(node).set_function(lambda: float(self._edge_listening()))

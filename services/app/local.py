@@ -38,6 +38,7 @@ class Proc:
     ops_port: int = -1
     admin_port: int = -1
     component_port: int = -1  # an edge's XEP-0114 listener, when components are configured
+    http_port: int = -1  # an edge's web listener (WebSocket, BOSH, host-meta)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _pump: asyncio.Task[None] | None = None
 
@@ -45,6 +46,7 @@ class Proc:
         self.ready = asyncio.Event()
         self.c2s_ports = []
         self.component_port = -1
+        self.http_port = -1
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "services.app.main", self.role,
             env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
@@ -69,6 +71,9 @@ class Proc:
             c = re.search(r"component listener on [\d.]+:(\d+)", line)
             if c:
                 self.component_port = int(c.group(1))
+            w = re.search(r"web listener on [\d.]+:(\d+)", line)
+            if w:
+                self.http_port = int(w.group(1))
             if " ready" in line:
                 self.ready.set()
 
@@ -180,6 +185,10 @@ class LocalCluster:
             if "XMPPD_COMPONENT_PORT" not in (extra_env or {}):
                 comp_port = 5347 + 10 * i if fixed_ports else 0
                 self.procs[-1].env["XMPPD_COMPONENT_PORT"] = str(comp_port)
+            # the web listener: WebSocket and BOSH (5280 on the first edge)
+            if "XMPPD_HTTP_PORT" not in (extra_env or {}):
+                self.procs[-1].env["XMPPD_HTTP_PORT"] = str(5280 + 10 * i if fixed_ports else 0)
+                self.procs[-1].env.setdefault("XMPPD_HTTP_HOST", "127.0.0.1")
 
         if admin:
             self.procs.append(
@@ -294,6 +303,12 @@ async def _main(args: Any) -> int:
     for p in cluster.procs:
         extra = f"  client ports {p.c2s_ports}" if p.c2s_ports else ""
         extra += f"  components :{p.component_port}" if p.component_port > 0 else ""
+        extra += (
+            f"  web ws://127.0.0.1:{p.http_port}/xmpp-websocket"
+            f" http://127.0.0.1:{p.http_port}/http-bind"
+            if p.http_port > 0
+            else ""
+        )
         extra += f"  metrics :{p.ops_port}" if p.ops_port > 0 else ""
         extra += f"  REST API :{p.admin_port}" if p.admin_port > 0 else ""
         print(f"  {p.name:9} pid {p.process.pid if p.process else '-'}{extra}")

@@ -357,6 +357,8 @@ async def run_edge(settings: Settings) -> None:
         announce(f"listening on {host}:{port}")
     if edge.component_address is not None:
         announce("component listener on {}:{}".format(*edge.component_address))
+    if edge.http_address is not None:
+        announce("web listener on {}:{}".format(*edge.http_address))
 
     async def routers_reachable() -> bool:
         return bool(remote.healthy_routers > 0)

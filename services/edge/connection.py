@@ -1,8 +1,7 @@
-"""One client connection: a thin asyncio shell around the sans-IO C2SStream.
-
-This module only moves bytes between the socket and the stream object and
-acts on the stream's events (TLS, credentials, binding, stanzas); every
-protocol decision is made in :mod:`services.xmpp.c2s`.
+"""The TCP transport of a client session (STARTTLS on 5222, direct TLS on
+5223): the asyncio shell of :mod:`.shell` plus the input shaper and the TLS
+upgrade. What the session does with its stream's events is in
+:mod:`.session`; every protocol decision is made in :mod:`services.xmpp.c2s`.
 """
 
 from __future__ import annotations
@@ -10,20 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import secrets
 import ssl
 import time
 from typing import TYPE_CHECKING
 
-from lxml import etree
-
-from ..core.routing import Envelope, Session
-from ..security.throttle import Verdict
-from ..xmpp import c2s, ns
-from ..xmpp import stanza as st
-from ..xmpp.errors import StanzaError, StreamCondition, StreamError, stanza_error_reply
-from ..xmpp.jid import JID
-from ..xmpp.parser import serialize
+from ..xmpp import c2s
+from .session import ClientSession
 from .shell import StreamShell
 
 if TYPE_CHECKING:
@@ -31,7 +22,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("xmppd.edge")
 
-_SESSION_IQ = ns.q(ns.SESSION, "session")
 #: transport write buffer high-water mark: past it we stop reading the client
 #: (and stop answering what it already sent) until it reads our output, so a
 #: client that never reads cannot make us queue replies to its requests
@@ -40,17 +30,6 @@ OUTPUT_HIGH_WATER = 64 * 1024
 #: portions as the bucket earns them, so what the client sent first (a bind,
 #: a ping reply) is not kept waiting for the whole debt
 SHAPER_TICK = 0.1
-_PING = ns.q(ns.PING, "ping")
-
-
-def _blocked(verdict: Verdict) -> StreamError:
-    """The stream error for an address blocked after failed authentications (the
-    condition and text of ejabberd's mod_fail2ban)."""
-    return StreamError(
-        StreamCondition.POLICY_VIOLATION,
-        f"Too many ({verdict.failures}) failed authentications from this IP address;"
-        f" it is blocked for {math.ceil(verdict.retry_after)} more seconds",
-    )
 
 
 class C2SConnection(StreamShell[c2s.Event]):
@@ -66,14 +45,8 @@ class C2SConnection(StreamShell[c2s.Event]):
             OUTPUT_HIGH_WATER,
         )
         self.direct_tls = direct_tls
-        self.jid: JID | None = None
-        self.opened = time.monotonic()
-        self.last_rx = self.opened
-        self.ping_id: str | None = None
-        self.ping_sent = 0.0
-        self.replaced = False
-        #: the account (user@host) whose credentials the current SASL attempt checks
-        self._auth_account: str | None = None
+        self.session = ClientSession(edge, self.stream, self)
+        self._handle = self.session.handle  # type: ignore[method-assign]
         self._held = bytearray()  # input read past the shaper rate, not processed yet
         self._unshape_timer: asyncio.TimerHandle | None = None
         self._conn_gauge = edge.metrics.conn_tls if direct_tls else edge.metrics.conn_tcp
@@ -84,7 +57,7 @@ class C2SConnection(StreamShell[c2s.Event]):
     # ---- asyncio callbacks ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.edge.connections.add(self)
+        self.edge.sessions.add(self.session)
         self._conn_gauge.inc()
         self._tok_time = asyncio.get_running_loop().time()
         self._accept(transport)
@@ -93,7 +66,7 @@ class C2SConnection(StreamShell[c2s.Event]):
         if self._half_closed:
             self._discard(data)
             return
-        self.last_rx = time.monotonic()
+        self.session.last_rx = time.monotonic()
         # the shaper's hot path: one subtraction and one comparison
         self._tokens -= len(data)
         if self._tokens < 0:
@@ -102,14 +75,13 @@ class C2SConnection(StreamShell[c2s.Event]):
         self._feed(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.edge.connections.discard(self)
         self._conn_gauge.dec()
         self._connection_gone()
 
     # ---- writing -------------------------------------------------------------
 
     def _name(self) -> str:
-        return str(self.jid) if self.jid is not None else self.ip
+        return self.session.name()
 
     def _set_rate(self, rate: int) -> None:
         """(Re)start the input shaper at ``rate`` bytes/s, its bucket full."""
@@ -194,33 +166,23 @@ class C2SConnection(StreamShell[c2s.Event]):
         if chunk:
             self._feed(chunk)
 
-    # ---- driving the stream --------------------------------------------------
+    # ---- the session's transport ------------------------------------------------
 
-    async def _handle(self, ev: c2s.Event) -> None:
-        if isinstance(ev, c2s.Stanza):
-            await self._on_stanza(ev.element)
-        elif isinstance(ev, c2s.NeedCredentials):
-            await self._on_need_credentials(ev)
-        elif isinstance(ev, c2s.StartTLS):
-            await self._on_starttls()
-        elif isinstance(ev, c2s.BindRequest):
-            await self._on_bind(ev)
-        elif isinstance(ev, c2s.PreAuthIQ):
-            await self._on_preauth_iq(ev.element)
-        elif isinstance(ev, c2s.Closed):
-            self.flush()
-            self._close_transport()
-        elif isinstance(ev, c2s.AuthFailed):
-            self._metrics.auth_result(ev.mechanism, False)
-            log.info("auth failed from %s: %s %s", self.ip, ev.mechanism, ev.condition)
-            await self._on_auth_failed(ev)
-        elif isinstance(ev, c2s.Authenticated):
-            self._metrics.auth_result(ev.mechanism, True)
-            account, self._auth_account = self._auth_account, None
-            if account is not None:
-                await self.edge.throttle.record_success(self.ip, account)
+    # the hot path of every delivered stanza: the shell's own method, no extra call
+    schedule_flush = StreamShell._schedule_flush
 
-    async def _on_starttls(self) -> None:
+    def stream_ended(self) -> None:
+        self.flush()
+        self._close_transport()
+
+    def bound(self, admin: bool) -> None:
+        self._release_unauth()
+        s = self.edge.settings
+        self._set_output_cap(s.max_output_buffer, OUTPUT_HIGH_WATER)
+        if admin:
+            self._set_rate(s.shaper_rate_admin)
+
+    async def start_tls(self) -> bool:
         self.flush()
         assert self.transport is not None
         loop = asyncio.get_running_loop()
@@ -235,10 +197,10 @@ class C2SConnection(StreamShell[c2s.Event]):
         except (ssl.SSLError, OSError, ConnectionError, TimeoutError) as exc:
             log.info("TLS handshake with %s failed: %s", self.ip, exc)
             self._close_transport()
-            return
+            return False
         if new is None:
             self._close_transport()
-            return
+            return False
         self.transport = new
         # a fresh transport: reading not paused, writing not paused (the old
         # one now reports to the TLS layer, never to us), default limits
@@ -246,149 +208,7 @@ class C2SConnection(StreamShell[c2s.Event]):
         self._writable.set()
         new.set_write_buffer_limits(high=self._high_water())
         self._update_reading()
-        self.stream.tls_started()
-
-    async def _on_need_credentials(self, ev: c2s.NeedCredentials) -> None:
-        host = self.stream.host or self.edge.settings.default_host
-        try:  # one account whatever the case or width the client spelt it in
-            account = str(JID.make(ev.username, host).bare)
-        except StanzaError:
-            account = f"{ev.username}@{host}"
-        verdict = await self.edge.throttle.check(self.ip, account)
-        if verdict.blocked:
-            self._metrics.auth_throttled["refused"].inc()
-            self.stream.close(_blocked(verdict))
-            return
-        self._auth_account = account
-        if verdict.delay > 0:
-            # every attempt on the account waits, right password or not: the
-            # answer's timing must not tell which it was
-            self._metrics.auth_throttled["delayed"].inc()
-            await asyncio.sleep(verdict.delay)
-            if self.stream.state is not c2s.State.SASL_WAIT_CREDS:
-                return  # closed meanwhile (negotiation timeout, shutdown)
-        storage = self.edge.storage
-        creds, disabled = await storage.get_login(host, ev.username, ev.hash_name)
-        self.stream.provide_credentials(creds, disabled=disabled)
-
-    async def _on_auth_failed(self, ev: c2s.AuthFailed) -> None:
-        account, self._auth_account = self._auth_account, None
-        if account is None or ev.condition == "aborted":
-            return  # no password was tried: nothing to count
-        verdict = await self.edge.throttle.record_failure(self.ip, account)
-        if verdict.blocked:
-            if verdict.started:
-                self._metrics.auth_throttled["blocked"].inc()
-                log.warning(
-                    "blocking %s for %.0f s after %d failed authentications",
-                    self.ip,
-                    verdict.retry_after,
-                    verdict.failures,
-                )
-            self.stream.close(_blocked(verdict))
-
-    async def _on_bind(self, ev: c2s.BindRequest) -> None:
-        host = self.stream.host or self.edge.settings.default_host
-        resource = ev.resource or secrets.token_hex(6)
-        try:
-            jid = JID.make(self.stream.username, host, resource)
-        except StanzaError as err:
-            self.stream.bind_done(None, err)
-            return
-        session = Session(
-            jid=jid,
-            node=self.edge.node_id,
-            started=time.time(),
-            ip=self.ip,
-            sid=self.stream.stream_id,
-        )
-        await self.edge.router.bind(session)
-        self.jid = jid
-        self.edge.local[jid] = self
-        self._release_unauth()
-        s = self.edge.settings
-        self._set_output_cap(s.max_output_buffer, OUTPUT_HIGH_WATER)
-        if str(jid.bare) in self.edge.admins:
-            self._set_rate(s.shaper_rate_admin)
-        self.stream.bind_done(jid)
-
-    async def _on_preauth_iq(self, el: etree._Element) -> None:
-        from ..features import register
-
-        host = self.stream.host or self.edge.settings.default_host
-        reply = await register.preauth(
-            self.edge.context, host, el, ip=self.ip, limit=self.edge.throttle
-        )
-        self.stream.send_element(reply)
-        self.stream.release(el)
-
-    async def _on_stanza(self, el: etree._Element) -> None:
-        jid = self.jid
-        assert jid is not None
-        m = self._metrics
-        t0 = m.stamp()
-        m.stanza_in(el.tag, el.get("type"))
-        try:
-            try:
-                hdr = st.check_client_stanza(el, jid)
-            except StanzaError as err:
-                el.set("from", str(jid))
-                el.attrib.pop("to", None)
-                reply = stanza_error_reply(el, err)
-                reply.attrib.pop("from", None)
-                self.stream.send_element(reply)
-                m.out_error.inc()
-                return
-            if hdr.kind == "iq":
-                if self._local_iq(el, hdr):
-                    return
-            to = hdr.to if hdr.to is not None else jid.bare
-            env = Envelope(hdr.kind, hdr.type, hdr.id, jid, to, serialize(el), el, t0)
-            await self.edge.router.route(env)
-        except StreamError as err:
-            self.stream.close(err)
-        finally:
-            self.stream.release(el)
-
-    def _local_iq(self, el: etree._Element, hdr: st.Header) -> bool:
-        """IQs the edge answers itself: its own pings' replies and the legacy session."""
-        if hdr.type in ("result", "error") and self.ping_id is not None and hdr.id == self.ping_id:
-            if hdr.to is None or hdr.to.is_domain:
-                self.ping_id = None
-                return True
-        if hdr.type == "set" and len(el) == 1 and el[0].tag == _SESSION_IQ:
-            if hdr.to is None or hdr.to.is_domain:
-                self.stream.send_element(st.make("iq", type_="result", id_=hdr.id))
-                self._metrics.out_iq.inc()
-                return True
-        return False
-
-    # ---- called by the edge server ------------------------------------------
-
-    def deliver(self, data: bytes) -> None:
-        """Queue a stanza for this client. Stanzas delivered in one turn of the
-        event loop leave in one write (one syscall, one TLS record) at its end:
-        the profile showed a write per stanza dominating the hot path."""
-        self._metrics.stanza_out(data)
-        self.stream.send_bytes(data)
-        self._schedule_flush()
-
-    def send_ping(self) -> None:
-        assert self.jid is not None
-        self.ping_id = "ping-" + secrets.token_hex(4)
-        self.ping_sent = time.monotonic()
-        iq = st.make("iq", to=self.jid, frm=self.jid.domain, type_="get", id_=self.ping_id)
-        iq.append(etree.Element(_PING, nsmap={None: ns.PING}))
-        self.deliver(etree.tostring(iq, with_tail=False))
+        return True
 
     async def _teardown(self) -> None:
-        jid = self.jid
-        if jid is None:
-            return
-        if self.edge.local.get(jid) is self:
-            del self.edge.local[jid]
-        if not self.replaced:
-            try:
-                await self.edge.router.unbind(jid, self.stream.stream_id)
-            except Exception:
-                log.exception("edge: unbind failed for %s", jid)
+        await self.session.transport_gone(self)

@@ -23,8 +23,11 @@ from ..xmpp.errors import StreamCondition, StreamError
 from ..xmpp.jid import JID
 from .component import ComponentConnection
 from .connection import C2SConnection
+from .session import ClientSession
+from .web import WebApp
 
 if TYPE_CHECKING:
+    from ..platform.asgi import AsgiServer
     from ..platform.config import Settings
     from ..platform.metrics import Metrics
 
@@ -56,8 +59,10 @@ class EdgeServer:
         self.ssl_context = ssl_context
         self.cb_data = cb_data
         self.node_id = node_id
-        self.connections: set[C2SConnection] = set()
-        self.local: dict[JID, C2SConnection] = {}
+        #: every client session of this edge, bound or not, whatever its transport
+        self.sessions: set[ClientSession] = set()
+        #: bound sessions by full JID
+        self.local: dict[JID, ClientSession] = {}
         self.servers: list[asyncio.Server] = []
         #: where external components are connected (XEP-0114): shared with the
         #: router (in-process) or in Redis (cluster)
@@ -72,6 +77,10 @@ class EdgeServer:
         #: the bound component listener, None when not listening
         self.component_address: tuple[str, int] | None = None
         self._housekeeping: asyncio.Task[None] | None = None
+        #: the web listener (WebSocket, BOSH, host-meta) and its bound address
+        self.web: AsgiServer | None = None
+        self.web_app: WebApp | None = None
+        self.http_address: tuple[str, int] | None = None
         self._extra_features: list[bytes] | None = None
         #: per IP: connections admitted and not yet bound
         self._unauthenticated: dict[str, int] = {}
@@ -89,7 +98,10 @@ class EdgeServer:
             throttle if throttle is not None else MemoryThrottle(Limits.from_settings(settings))
         )
 
-    def stream_config(self, direct_tls: bool) -> c2s.StreamConfig:
+    def stream_config(self, direct_tls: bool, *, tls_available: bool = True) -> c2s.StreamConfig:
+        """How a client stream negotiates. ``direct_tls``: the transport is
+        secure already (TLS, or a web listener trusted as secure);
+        ``tls_available``: STARTTLS can be offered (TCP only)."""
         if self._extra_features is None:
             from ..features import disco
 
@@ -100,7 +112,7 @@ class EdgeServer:
         s = self.settings
         return c2s.StreamConfig(
             hosts=frozenset(s.hosts),
-            tls_available=True,
+            tls_available=tls_available,
             require_tls=s.require_tls,
             direct_tls=direct_tls,
             allow_plain=s.allow_plain,
@@ -108,7 +120,9 @@ class EdgeServer:
             max_stanza_size=s.max_stanza_size,
             preauth_stanza_size=s.preauth_stanza_size,
             max_auth_failures=s.max_auth_failures,
-            cb_data=self.cb_data,
+            # channel binding names our TLS certificate: only where the
+            # stream runs over our own TLS (never a web listener's proxy)
+            cb_data=self.cb_data if tls_available else None,
             extra_features=self._extra_features,
         )
 
@@ -245,6 +259,8 @@ class EdgeServer:
             bound.append(server.sockets[0].getsockname()[:2])
         if s.components and s.component_port >= 0:
             await self._start_component_listener()
+        if s.http_port >= 0:
+            await self._start_web_listener()
         self._housekeeping = loop.create_task(self._keepalive_loop())
         return bound
 
@@ -268,19 +284,44 @@ class EdgeServer:
         host, port = server.sockets[0].getsockname()[:2]
         self.component_address = (str(host), int(port))
 
+    async def _start_web_listener(self) -> None:
+        """RFC 7395 and BOSH on one HTTP port, served by uvicorn in this loop."""
+        from ..platform.config import StartupError
+        from .web import web_server
+
+        s = self.settings
+        web = web_server(self)
+        try:
+            port = await web.start(s.http_host, s.http_port)
+        except OSError as exc:
+            raise StartupError(
+                "http_port", f"{s.http_host}:{s.http_port}", exc.strerror or exc
+            ) from None
+        self.web = web
+        self.web_app = web.app
+        self.http_address = (s.http_host, port)
+
+    @property
+    def http_port(self) -> int:
+        """The bound web listener's port; -1 when not listening."""
+        return self.http_address[1] if self.http_address is not None else -1
+
     async def stop(self) -> None:
         """Stop listening and close every stream with system-shutdown."""
         for server in self.servers:
             server.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        for conn in list(self.connections):
-            conn.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
+        for sess in list(self.sessions):
+            sess.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
         for comp in list(self.component_connections):
             comp.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
         # let teardown tasks run (unavailable presence, last activity)
         for _ in range(3):
             await asyncio.sleep(0.05)
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
         for server in self.servers:
             await server.wait_closed()
 
@@ -293,7 +334,7 @@ class EdgeServer:
             await asyncio.sleep(tick)
             now = time.monotonic()
             self._forget_full_buckets(now)
-            for conn in list(self.connections):
+            for conn in list(self.sessions):
                 if conn.jid is None:
                     if now - conn.opened > s.negotiation_timeout:
                         conn.close(StreamError(StreamCondition.CONNECTION_TIMEOUT))

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: the values of Settings.http_secure
+HTTP_SECURE = ("always", "loopback", "never")
+
 
 class ConfigError(ValueError):
     pass
@@ -157,6 +160,39 @@ class Settings:
     component_port: int = _f(
         5347, "Port of the component listener (-1 disables, 0 picks a free port)"
     )
+    # ---- web transports: WebSocket (RFC 7395), BOSH (XEP-0124/0206), XEP-0156 ----
+    http_host: str = _f("0.0.0.0", "Address the web listener (WebSocket, BOSH, host-meta) binds to")
+    http_port: int = _f(
+        5280,
+        "Port of the web listener: /xmpp-websocket, /http-bind, /.well-known/host-meta "
+        "(-1 disables, 0 picks a free port)",
+    )
+    http_secure: str = _f(
+        "loopback",
+        "Whether plain HTTP on the web listener counts as secure, so clients may "
+        "authenticate over it: always (behind a TLS-terminating proxy or Ingress), "
+        "loopback (only clients on 127.0.0.1 and ::1), never",
+    )
+    http_public_url: str = _f(
+        "",
+        "Base URL browsers reach the web listener at, for host-meta (https://chat.example.com); "
+        "empty: from each request's Host header",
+    )
+    http_cors_origins: list[str] = _f(
+        ["*"],
+        "Origins whose pages may use BOSH and host-meta (CORS), comma separated; * for any",
+    )
+    http_trusted_proxies: list[str] = _f(
+        [],
+        "Addresses or networks (CIDR) of proxies in front of the web listener whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, comma separated; * for any. "
+        "Per-IP limits then count the client, not the proxy",
+    )
+    bosh_max_wait: int = _f(
+        60, "Longest a BOSH request is held, seconds (a longer 'wait' is lowered to it)"
+    )
+    bosh_max_hold: int = _f(1, "Most BOSH requests held at once (a larger 'hold' is lowered)")
+    bosh_inactivity: int = _f(60, "Seconds a BOSH session may go without a request before it ends")
     # ---- REST admin API ----
     admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
     admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")
@@ -237,6 +273,12 @@ class Settings:
             raise ConfigError("hosts: at least one domain is required")
         settings.hosts = [h.strip().lower() for h in settings.hosts]
         settings.admins = _bare_jids("admins", settings.admins)
+        if settings.http_secure not in HTTP_SECURE:
+            raise ConfigError(
+                f"http_secure: {settings.http_secure!r} is not one of {', '.join(HTTP_SECURE)}"
+            )
+        if settings.bosh_max_wait < 1 or settings.bosh_max_hold < 1 or settings.bosh_inactivity < 1:
+            raise ConfigError("bosh_max_wait, bosh_max_hold, bosh_inactivity: at least 1")
         for entry in settings.components:
             domain, sep, secret = entry.partition(":")
             if not sep or not domain.strip() or not secret:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from . import framing as fr
 from . import ns, sasl
 from .errors import (
     SaslCondition,
@@ -37,9 +38,8 @@ from .errors import (
     stanza_error_reply,
 )
 from .jid import JID
-from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
-
-STREAM_TAG = ns.q(ns.STREAM, "stream")
+from .parser import Event as ParserEvent
+from .parser import StanzaReceived, StreamClosed, StreamOpened
 
 
 class State(enum.Enum):
@@ -153,8 +153,14 @@ class StreamConfig:
 
 
 class C2SStream:
-    def __init__(self, config: StreamConfig, stream_id: str | None = None) -> None:
+    def __init__(
+        self,
+        config: StreamConfig,
+        stream_id: str | None = None,
+        framing: fr.Framing = fr.TCP,
+    ) -> None:
         self.config = config
+        self.framing = framing
         self.state = State.WAIT_HEADER
         self.secure = config.direct_tls
         self.authenticated = False
@@ -163,7 +169,7 @@ class C2SStream:
         self.jid: JID | None = None
         self.lang = "en"
         self.stream_id = stream_id or secrets.token_hex(8)
-        self._parser = StreamParser(config.preauth_stanza_size)
+        self._parser = framing.decoder(config.preauth_stanza_size)
         self._auth_failures = 0
         self._out: list[bytes] = []
         self._queue: collections.deque[StanzaReceived] = collections.deque()
@@ -188,16 +194,29 @@ class C2SStream:
             self._early.append(data)
             return
         try:
-            for ev in self._parser.feed(data):
-                if isinstance(ev, StreamOpened):
-                    self._on_header(ev)
-                elif isinstance(ev, StanzaReceived):
-                    self._queue.append(ev)
-                elif isinstance(ev, StreamClosed):
-                    self._peer_closed = True
+            self._receive(self._parser.feed(data))
         except StreamError as err:
             self._queue.clear()
             self.close(err)
+
+    def receive_events(self, events: list[ParserEvent]) -> None:
+        """Input already parsed by the transport (BOSH's ``<body/>``)."""
+        if self.state is State.CLOSED:
+            return
+        try:
+            self._receive(events)
+        except StreamError as err:
+            self._queue.clear()
+            self.close(err)
+
+    def _receive(self, events: list[ParserEvent]) -> None:
+        for ev in events:
+            if isinstance(ev, StreamOpened):
+                self._on_header(ev)
+            elif isinstance(ev, StanzaReceived):
+                self._queue.append(ev)
+            elif isinstance(ev, StreamClosed):
+                self._peer_closed = True
 
     def next_event(self) -> Event | None:
         while not self._events and self.state is not State.CLOSED and self._queue:
@@ -217,7 +236,7 @@ class C2SStream:
             and not self._queue
             and self.state is not State.CLOSED
         ):
-            self._out.append(b"</stream:stream>")
+            self._out.append(self.framing.footer())
             self.state = State.CLOSED
             self._events.append(Closed(None, by_peer=True))
         return self._events.popleft() if self._events else None
@@ -235,6 +254,14 @@ class C2SStream:
         out = b"".join(self._out)
         self._out.clear()
         return out
+
+    def frames_to_send(self) -> list[bytes]:
+        """What :meth:`data_to_send` gives, one top-level element (or header)
+        a piece, each a standalone document where the framing wants that."""
+        out, self._out = self._out, []
+        if self.framing.standalone:
+            return [fr.qualify(x) for x in out if x]
+        return [x for x in out if x]
 
     # ---- answers from the owner --------------------------------------------
 
@@ -307,7 +334,7 @@ class C2SStream:
             self._send_header(self.host or next(iter(sorted(self.config.hosts)), ""))
         if error is not None:
             self._out.append(error.to_bytes())
-        self._out.append(b"</stream:stream>")
+        self._out.append(self.framing.footer())
         self.state = State.CLOSED
         self._events.append(Closed(error.condition if error else None, by_peer=False))
 
@@ -320,20 +347,13 @@ class C2SStream:
         limit = (
             self.config.max_stanza_size if self.authenticated else self.config.preauth_stanza_size
         )
-        self._parser = StreamParser(limit)
+        self._parser = self.framing.decoder(limit)
         self._queue.clear()
         self._header_sent = False
         self.state = State.WAIT_HEADER
 
     def _send_header(self, host: str) -> None:
-        self._out.append(
-            (
-                "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-                "xmlns:stream='http://etherx.jabber.org/streams' "
-                f"id='{self.stream_id}' from='{_attr(host)}' version='1.0' "
-                f"xml:lang='{_attr(self.lang)}'>"
-            ).encode()
-        )
+        self._out.append(self.framing.header(self.stream_id, host, self.lang))
         self._header_sent = True
 
     def _on_header(self, ev: StreamOpened) -> None:
@@ -348,14 +368,7 @@ class C2SStream:
             self.host = host
         self._send_header(self.host or next(iter(sorted(self.config.hosts)), ""))
         # RFC 6120 4.9.1.1: header checks, in order of significance
-        if ev.tag != STREAM_TAG:
-            if etree.QName(ev.tag).localname == "stream" and "{" not in ev.tag:
-                raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
-            raise StreamError(StreamCondition.INVALID_NAMESPACE)
-        if ev.prefix != "stream":
-            raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
-        if ev.default_ns != ns.CLIENT:
-            raise StreamError(StreamCondition.INVALID_NAMESPACE)
+        self.framing.check_open(ev)
         if self.host is None:
             raise StreamError(StreamCondition.HOST_UNKNOWN)
         if self.authenticated and host is not None and host != self.host:
@@ -402,6 +415,10 @@ class C2SStream:
         self._out.append(b"".join(parts))
 
     def offered_mechanisms(self) -> list[str]:
+        if self.config.require_tls and not self.secure and not self.config.tls_available:
+            # an insecure transport that cannot upgrade (plain HTTP that is
+            # not trusted as secure): nothing to offer, as before STARTTLS
+            return []
         mechs = []
         for m in sasl.MECHANISMS:
             if m.endswith("-PLUS") and not (self.secure and self.config.cb_data):
@@ -431,11 +448,13 @@ class C2SStream:
             if self.config.registration and (self.secure or not self.config.require_tls):
                 self._events.append(PreAuthIQ(el))
                 return
+        if self.state is State.WAIT_HEADER:
+            # only a framed transport (RFC 7395) can send an element before
+            # its stream header: the TCP parser's first element is the header
+            raise StreamError(StreamCondition.BAD_FORMAT, "the stream is not open")
         if tag in (ns.q(ns.CLIENT, "message"), ns.q(ns.CLIENT, "presence"), ns.q(ns.CLIENT, "iq")):
             # RFC 6120 4.3.5: no stanzas before negotiation is complete
             raise StreamError(StreamCondition.NOT_AUTHORIZED)
-        if self.state is State.WAIT_HEADER:
-            raise StreamError(StreamCondition.BAD_FORMAT)
         if tag.startswith("{" + ns.SASL + "}") or tag.startswith("{" + ns.TLS + "}"):
             raise StreamError(StreamCondition.POLICY_VIOLATION, "unexpected negotiation element")
         raise StreamError(StreamCondition.UNSUPPORTED_STANZA_TYPE)
@@ -459,6 +478,8 @@ class C2SStream:
         self._mech = mech
         try:
             if mech not in self.offered_mechanisms():
+                if self.config.require_tls and not self.secure:
+                    raise SaslFailure(SaslCondition.ENCRYPTION_REQUIRED)
                 if mech == "PLAIN" and not self.secure:
                     raise SaslFailure(SaslCondition.ENCRYPTION_REQUIRED)
                 raise SaslFailure(SaslCondition.INVALID_MECHANISM)
@@ -571,7 +592,3 @@ def _b64(text: str | None) -> bytes:
         return base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise SaslFailure(SaslCondition.INCORRECT_ENCODING) from None
-
-
-def _attr(s: str) -> str:
-    return s.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")

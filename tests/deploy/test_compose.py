@@ -146,6 +146,26 @@ def test_published_ports(model: dict[str, Any]) -> None:
     assert {p["target"] for p in services["admin"]["ports"]} == {8080}
 
 
+def test_edges_serve_websocket_and_bosh_on_the_hosts_loopback(model: dict[str, Any]) -> None:
+    """5280 is plain HTTP trusted as secure (a browser's connection arrives
+    through Docker's forwarding, not from loopback): published on the host's
+    127.0.0.1 only, so nothing beyond the host can log in over it."""
+    services = model["services"]
+    web_ports = []
+    for name in ("edge1", "edge2"):
+        settings = settings_from_env(services[name]["environment"])
+        assert settings.http_port == 5280, name
+        assert settings.http_secure == "always", name
+        (web,) = [p for p in services[name]["ports"] if int(p["target"]) == 5280]
+        assert web["host_ip"] == "127.0.0.1", name
+        web_ports.append(int(web["published"]))
+    assert web_ports[0] == 5280, "ws://localhost:5280/xmpp-websocket reaches edge1"
+    for name, svc in services.items():
+        for p in svc.get("ports", []):
+            if name not in ("edge1", "edge2"):
+                assert int(p["target"]) != 5280, name
+
+
 def test_bind_mounts_exist(model: dict[str, Any]) -> None:
     for name, svc in model["services"].items():
         for vol in svc.get("volumes", []):
@@ -208,6 +228,8 @@ def dockerignored(path: str) -> bool:
 
 def test_dockerfile() -> None:
     steps = dockerfile_instructions()
+    exposed = {int(p) for word, rest in steps if word == "EXPOSE" for p in rest.split()}
+    assert {5222, 5223, 5280, 9100} <= exposed, "client, web and ops ports"
     assert steps[0] == ("FROM", "python:3.11-slim")
     runs = " ".join(rest for word, rest in steps if word == "RUN")
     assert "pip install '.[cluster,ops,fast]'" in runs

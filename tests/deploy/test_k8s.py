@@ -383,6 +383,9 @@ def test_processes_get_settings_the_loader_accepts(
             assert settings.node_id == FIELD_VALUES["metadata.name"]
         if role == "edge":
             assert settings.edge_advertise == "10.1.2.3:50051"
+            # WebSocket and BOSH on 5280, TLS terminated at the Ingress
+            assert settings.http_port == 5280
+            assert settings.http_secure == "always"
         if role == "admin":
             assert settings.admin_host == "0.0.0.0" and settings.admin_port == 8080
             if overlay == "dev":
@@ -416,7 +419,112 @@ def test_services_select_pods_and_ports(overlay: str, built: dict[str, list[Obj]
     (edge,) = public
     assert edge["spec"]["type"] == "LoadBalancer"
     exposed = {p["port"]: p["targetPort"] for p in edge["spec"]["ports"]}
-    assert exposed == {5222: "xmpp-client", 5223: "xmpps-client", 443: "xmpp-web"}
+    # the web port is plain HTTP trusted as secure: never on the load balancer
+    assert exposed == {5222: "xmpp-client", 5223: "xmpps-client"}
+
+
+def edge_web_port(objs: list[Obj], service: str, port: str | int) -> int:
+    """The edge container port a Service port (by name or number) reaches."""
+    svc = named(objs, "Service", service)
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "edge", service
+    (entry,) = [p for p in svc["spec"]["ports"] if port in (p.get("name"), p["port"])]
+    target = entry.get("targetPort", entry["port"])
+    edge = named(objs, "Deployment", "xmppd-edge")
+    ports = container_ports(edge["spec"]["template"]["spec"])
+    return ports[target] if isinstance(target, str) else target
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_edge_web_service_exposes_5280_inside_the_cluster(
+    overlay: str, built: dict[str, list[Obj]]
+) -> None:
+    objs = built[overlay]
+    web = named(objs, "Service", "xmppd-edge-web")
+    assert web["spec"].get("type", "ClusterIP") == "ClusterIP"
+    assert {p["port"] for p in web["spec"]["ports"]} == {5280}
+    assert edge_web_port(objs, "xmppd-edge-web", "xmpp-web") == 5280
+    for svc in kinds(objs, "Service"):
+        if svc["spec"].get("type") in ("LoadBalancer", "NodePort"):
+            targets = {p.get("targetPort", p["port"]) for p in svc["spec"]["ports"]}
+            assert not targets & {"xmpp-web", 5280}, svc["metadata"]["name"]
+
+
+def ingress_routes(objs: list[Obj]) -> dict[str, tuple[Obj, Obj, str]]:
+    """path -> (Ingress, its backend service, host) of every Ingress rule."""
+    out: dict[str, tuple[Obj, Obj, str]] = {}
+    for ing in kinds(objs, "Ingress"):
+        for rule in ing["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["path"] not in out, f"{path['path']} routed twice"
+                out[path["path"]] = (ing, path["backend"]["service"], rule["host"])
+    return out
+
+
+WEB_PATHS = (
+    "/xmpp-websocket",
+    "/http-bind",
+    "/.well-known/host-meta",
+    "/.well-known/host-meta.json",
+)
+
+
+def _seconds(ing: Obj, what: str) -> int:
+    return int(ing["metadata"]["annotations"][f"nginx.ingress.kubernetes.io/{what}"])
+
+
+def test_production_ingress_routes_the_web_paths_to_the_edges(
+    built: dict[str, list[Obj]],
+) -> None:
+    objs = built["production"]
+    routes = ingress_routes(objs)
+    assert set(WEB_PATHS) <= set(routes)
+    config = named(objs, "ConfigMap", "xmppd-config")["data"]
+    domains = config["XMPPD_HOSTS"].split(",")
+    for path in WEB_PATHS:
+        ing, backend, host = routes[path]
+        port = backend["port"].get("name", backend["port"].get("number"))
+        assert edge_web_port(objs, backend["name"], port) == 5280, path
+        assert ing["spec"]["ingressClassName"] == "nginx"
+        # TLS ends at the Ingress (the edges trust the plain hop behind it)
+        assert any(host in t["hosts"] and t["secretName"] for t in ing["spec"]["tls"]), path
+        # host-meta is looked up at https://<domain>/.well-known/ (XEP-0156)
+        assert host in domains, path
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                assert p["pathType"] == "Exact", "the edge serves exactly these paths"
+
+
+def test_production_ingress_timeouts_outlast_websockets_and_held_bosh_requests(
+    built: dict[str, list[Obj]],
+) -> None:
+    objs = built["production"]
+    routes = ingress_routes(objs)
+    edge = named(objs, "Deployment", "xmppd-edge")
+    (container,) = edge["spec"]["template"]["spec"]["containers"]
+    settings = settings_from_env(process_environment(objs, container))
+    ws = routes["/xmpp-websocket"][0]
+    for what in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert _seconds(ws, what) >= 3600, what
+    bosh = routes["/http-bind"][0]
+    for what in ("proxy-read-timeout", "proxy-send-timeout"):
+        # a request held for the whole 'wait' must not meet nginx's 504
+        assert _seconds(bosh, what) > settings.bosh_max_wait, what
+
+
+def test_production_bosh_is_sticky_to_one_edge(built: dict[str, list[Obj]]) -> None:
+    """A BOSH session lives in the memory of the edge that created it: every
+    request of it must reach that edge (cookie affinity on the Ingress)."""
+    routes = ingress_routes(built["production"])
+    bosh = routes["/http-bind"][0]
+    notes = bosh["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    assert notes[prefix + "affinity"] == "cookie"
+    assert notes[prefix + "affinity-mode"] == "persistent", "scaling up keeps sessions"
+    assert notes[prefix + "session-cookie-name"]
+    assert notes[prefix + "session-cookie-path"] == "/http-bind"
+    # only BOSH needs it: a WebSocket is one connection
+    ws = routes["/xmpp-websocket"][0]
+    assert prefix + "affinity" not in ws["metadata"].get("annotations", {})
 
 
 def test_production_autoscales_edges_on_connections_and_routers_on_cpu(
@@ -574,11 +682,18 @@ def test_network_policies(overlay: str, built: dict[str, list[Obj]]) -> None:
         [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
         sort_keys=True,
     )
-    expected_public = {"edge": {5222, 5223, 5280}, "admin": {8080}}
+    ingress_controller = json.dumps(
+        [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}],
+        sort_keys=True,
+    )
+    expected_public = {"edge": {5222, 5223}, "admin": {8080}}
+    # the web port is plain HTTP the edge trusts as secure: the controller only
+    expected_from_ingress = {"edge": {5280}}
     for d in kinds(objs, "Deployment"):
         labels = d["spec"]["template"]["metadata"]["labels"]
         role = labels.get("app.kubernetes.io/component", labels.get("app.kubernetes.io/name"))
         public: set[int] = set()
+        from_ingress: set[int] = set()
         egress: set[int] = set()
         for p in policies:
             if not label_selector_matches(p["spec"]["podSelector"], labels):
@@ -589,11 +704,14 @@ def test_network_policies(overlay: str, built: dict[str, list[Obj]]) -> None:
                 assert ports, f"{p['metadata']['name']}: an ingress rule without ports"
                 if who == monitoring:
                     assert ports == {9100}, "monitoring only scrapes the ops port"
+                elif who == ingress_controller:
+                    from_ingress |= ports
                 elif who is not None:
                     public |= ports
             for rule in p["spec"].get("egress", []):
                 egress |= _ports(rule)
         assert public == expected_public.get(role, set()), f"{role} reachable from outside"
+        assert from_ingress == expected_from_ingress.get(role, set()), role
         if labels.get("app.kubernetes.io/part-of") == "xmppd":
             assert {53, 5432, 6379, *GRPC_PORTS.values()} <= egress, role
             assert egress <= {53, 5432, 6379, *range(50051, 50055)}, role

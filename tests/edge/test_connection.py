@@ -27,12 +27,13 @@ REGISTER_GET = b"<iq type='get' id='r'><query xmlns='jabber:iq:register'/></iq>"
 
 async def _only_connection(srv: Any) -> C2SConnection:
     for _ in range(200):
-        if len(srv.edge.connections) == 1:
-            (conn,) = srv.edge.connections
+        if len(srv.edge.sessions) == 1:
+            (sess,) = srv.edge.sessions
+            conn = sess.transport
             assert isinstance(conn, C2SConnection)
             return conn
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{len(srv.edge.connections)} connections")
+    raise AssertionError(f"{len(srv.edge.sessions)} connections")
 
 
 async def test_client_that_never_reads_cannot_grow_the_output_buffer(server_factory: Any) -> None:
