@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("core",),  # shared types and contracts
     ("storage", "security"),
     ("features",),
-    ("router", "presence"),
+    ("router", "presence", "muc"),
     ("edge",),
     ("cluster",),
     ("admin",),

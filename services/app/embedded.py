@@ -24,6 +24,7 @@ from ..core.feature import FeatureSet
 from ..core.routing import LocalEdges
 from ..edge.server import EdgeServer
 from ..features.catalog import load_configured
+from ..muc.service import muc_services
 from ..platform.config import Settings, StartupError
 from ..platform.db import Database, timed_database
 from ..platform.metrics import KINDS, Metrics, ServerStats
@@ -105,6 +106,9 @@ class EmbeddedServer:
             presence=PresenceService,
             components=components,
         )
+        # group chat of each host (XEP-0045): rooms in this process
+        for domain, service in muc_services(s).items():
+            self.router.domains.register(domain, "Chatrooms", service)
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.edge = edge = EdgeServer(
             s,

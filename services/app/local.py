@@ -117,6 +117,7 @@ class LocalCluster:
         routers: int = 2,
         storages: int = 1,
         presences: int = 1,
+        mucs: int = 1,
         admin: bool = False,
         admin_tokens: str = "",
         fixed_ports: bool = False,
@@ -135,6 +136,7 @@ class LocalCluster:
         port = (lambda fixed: fixed) if fixed_ports else (lambda _fixed: free_port())
         self.storage_addrs = [f"127.0.0.1:{port(50054 + 10 * i)}" for i in range(storages)]
         self.presence_addrs = [f"127.0.0.1:{port(50053 + 10 * i)}" for i in range(presences)]
+        self.muc_addrs = [f"127.0.0.1:{port(50055 + 10 * i)}" for i in range(mucs)]
         self.router_addrs = [f"127.0.0.1:{port(50052 + 10 * i)}" for i in range(routers)]
         base = {
             **os.environ,
@@ -144,13 +146,18 @@ class LocalCluster:
             "XMPPD_REDIS_PREFIX": redis_prefix,
             "XMPPD_STORAGE_ADDRS": ",".join(self.storage_addrs),
             "XMPPD_PRESENCE_ADDRS": ",".join(self.presence_addrs),
+            "XMPPD_MUC_ADDRS": ",".join(self.muc_addrs),
             "XMPPD_ROUTER_ADDRS": ",".join(self.router_addrs),
             "XMPPD_C2S_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
             **(extra_env or {}),
         }
         self.procs: list[Proc] = []
-        for role, addrs in (("storage", self.storage_addrs), ("presence", self.presence_addrs)):
+        for role, addrs in (
+            ("storage", self.storage_addrs),
+            ("presence", self.presence_addrs),
+            ("muc", self.muc_addrs),
+        ):
             for i, addr in enumerate(addrs):
                 name = role if len(addrs) == 1 else f"{role}{i + 1}"
                 self.procs.append(
@@ -272,7 +279,7 @@ class LocalCluster:
         # one certificate for every edge, made before they start
         tls.ensure_self_signed(self.data_dir / "cert.pem", self.data_dir / "key.pem", ["localhost"])
         await self.clear_redis()
-        for group in (("storage",), ("presence", "router"), ("edge", "admin")):
+        for group in (("storage",), ("presence", "router", "muc"), ("edge", "admin")):
             batch = [p for p in self.procs if p.role in group]
             for p in batch:
                 await p.start(self.echo)
@@ -281,7 +288,7 @@ class LocalCluster:
 
     async def stop(self) -> None:
         # edges first, so they can drain through the routers
-        for group in (("edge", "admin"), ("router", "presence"), ("storage",)):
+        for group in (("edge", "admin"), ("router", "presence", "muc"), ("storage",)):
             await asyncio.gather(*(p.stop() for p in self.procs if p.role in group))
 
 

@@ -172,6 +172,16 @@ async def _router_core(
         presence=factory,
         components=RedisComponents(redis, settings.redis_prefix),
     )
+    if role != "muc":
+        # group chat domains go to the muc role (which registers its own rooms)
+        from ..cluster.muc_rpc import MucClient
+        from ..muc.service import MucDomain, muc_services
+
+        domains = list(muc_services(settings))
+        if domains:
+            rooms = MucDomain(MucClient(settings.muc_addrs, channels))
+            for domain in domains:
+                router.domains.register(domain, "Chatrooms", rooms)
     bus = EventBus(redis, registry.p, node_name(settings, role))
 
     def publish_change(jid: JID) -> None:
@@ -215,6 +225,32 @@ async def run_presence(settings: Settings) -> None:
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
     ops = await _ops(settings, metrics, {"redis": registry.ping})
     announce("presence ready")
+    await _until_signal()
+    refresher.cancel()
+    await bus.stop()
+    await server.stop(5)
+    await _stop_ops(ops)
+
+
+async def run_muc(settings: Settings) -> None:
+    """The group chat role: the rooms of every MUC domain (one replica for
+    now; rooms spread over replicas with a lease per room is the next step
+    of issue 12)."""
+    from ..cluster.muc_rpc import MucServicer
+    from ..muc.service import MucHost, muc_services
+
+    metrics = _metrics()
+    router, registry, directory, _, bus = await _router_core(settings, "muc", metrics)
+    services = muc_services(settings)
+    for domain, service in services.items():
+        router.domains.register(domain, "Chatrooms", service)
+    host = MucHost(router, services)
+    server, _ = await _grpc_server(
+        settings, lambda s: pb2_grpc.add_MucServicer_to_server(MucServicer(host), s)
+    )
+    refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
+    ops = await _ops(settings, metrics, {"redis": registry.ping})
+    announce("muc ready")
     await _until_signal()
     refresher.cancel()
     await bus.stop()
@@ -415,5 +451,6 @@ ROLES: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
     "edge": run_edge,
     "router": run_router,
     "presence": run_presence,
+    "muc": run_muc,
     "storage": run_storage,
 }

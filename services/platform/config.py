@@ -140,6 +140,7 @@ class Settings:
     router_addrs: list[str] = _f(["127.0.0.1:50052"], "Router replicas' gRPC addresses")
     presence_addrs: list[str] = _f(["127.0.0.1:50053"], "Presence replicas' gRPC addresses")
     storage_addrs: list[str] = _f(["127.0.0.1:50054"], "Storage replicas' gRPC addresses")
+    muc_addrs: list[str] = _f(["127.0.0.1:50055"], "Group chat (muc role) replicas' gRPC addresses")
     edge_advertise: str = _f("", "Where others reach this edge's gRPC; empty: the bound address")
     node_ttl: float = _f(10.0, "Seconds without heartbeat before an edge counts as dead")
     route_timeout: float = _f(10.0, "Seconds an edge holds stanzas while no router answers")
@@ -193,6 +194,14 @@ class Settings:
     )
     bosh_max_hold: int = _f(1, "Most BOSH requests held at once (a larger 'hold' is lowered)")
     bosh_inactivity: int = _f(60, "Seconds a BOSH session may go without a request before it ends")
+    # ---- multi-user chat (XEP-0045) ----
+    muc_subdomain: str = _f(
+        "conference",
+        "Group chat service of each host at <muc_subdomain>.<host> (empty: no group chat)",
+    )
+    muc_max_occupants: int = _f(200, "Most occupants of one room (owners and admins may exceed it)")
+    muc_max_history: int = _f(50, "Most messages of history a room keeps and sends on join")
+    muc_max_rooms_per_user: int = _f(100, "Most rooms one user may own")
     # ---- REST admin API ----
     admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
     admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")

@@ -1,0 +1,882 @@
+"""One multi-user chat room (XEP-0045), sans-IO.
+
+A :class:`Room` takes a stanza addressed to it (the sender's real full JID
+and the parsed element) and returns the stanzas to send, ``from`` and ``to``
+set: it never does I/O, so the service that owns it decides where rooms live
+and how the stanzas travel. A refusal is a :class:`StanzaError` the caller
+bounces (from the JID the stanza was addressed to, as XEP-0045 wants).
+
+State: the configuration and affiliations (what a persistent room keeps),
+the occupants by nickname with their role, the subject and the recent
+history (what an owner rebuilds).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from ..xmpp import ns
+from ..xmpp.errors import StanzaCondition, StanzaError
+from ..xmpp.jid import JID
+
+MUC = "http://jabber.org/protocol/muc"
+MUC_USER = MUC + "#user"
+MUC_ADMIN = MUC + "#admin"
+MUC_OWNER = MUC + "#owner"
+OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+ROOMCONFIG = MUC + "#roomconfig"
+ROOMINFO = MUC + "#roominfo"
+
+AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
+ROLES = ("moderator", "participant", "visitor", "none")
+_AFF_RANK = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
+_ROLE_RANK = {"none": 0, "visitor": 1, "participant": 2, "moderator": 3}
+
+
+def q(namespace: str, local: str) -> str:
+    return f"{{{namespace}}}{local}"
+
+
+@dataclass(slots=True)
+class RoomConfig:
+    name: str = ""
+    description: str = ""
+    persistent: bool = False
+    public: bool = True
+    members_only: bool = False
+    moderated: bool = False
+    password: str = ""
+    max_users: int = 200
+    #: who may see occupants' real JIDs: "moderators" (semi-anonymous) or "anyone"
+    whois: str = "moderators"
+    history_length: int = 20
+    change_subject: bool = False
+    allow_invites: bool = False
+    #: who may send private messages: anyone | participants | moderators | none
+    allow_pm: str = "anyone"
+
+
+@dataclass(slots=True)
+class Occupant:
+    nick: str
+    jid: JID  # the real full JID
+    role: str
+    presence: etree._Element  # the last available presence, as the occupant sent it
+
+
+@dataclass(slots=True)
+class _Past:
+    element: etree._Element  # the groupchat message as broadcast (``to`` unset)
+    when: float
+    size: int
+
+
+@dataclass(slots=True)
+class Limits:
+    max_users: int = 200
+    max_history: int = 50
+
+
+@dataclass
+class Room:
+    jid: JID  # the room's bare JID
+    config: RoomConfig = field(default_factory=RoomConfig)
+    #: bare JID -> affiliation (none is not stored)
+    affiliations: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    #: a room created by a join is locked until its owner configures it (XEP-0045 10.1)
+    locked: bool = False
+    subject: str = ""
+    subject_by: str = ""
+    clock: Callable[[], float] = time.time
+    secret: bytes = b"occupant-id"
+    occupants: dict[str, Occupant] = field(default_factory=dict)
+    history: collections.deque[_Past] = field(default_factory=collections.deque)
+    destroyed: bool = False
+
+    # ---- lookups ---------------------------------------------------------------
+
+    def affiliation(self, jid: JID) -> str:
+        return self.affiliations.get(str(jid.bare), "none")
+
+    def occupant_of(self, jid: JID) -> Occupant | None:
+        for occ in self.occupants.values():
+            if occ.jid == jid:
+                return occ
+        return None
+
+    @property
+    def empty(self) -> bool:
+        return not self.occupants
+
+    def occupant_id(self, jid: JID) -> str:
+        """XEP-0421: stable per real bare JID in this room, tells nothing about it."""
+        mac = hmac.new(self.secret, f"{self.jid}\0{jid.bare}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:24]
+
+    def _default_role(self, aff: str) -> str:
+        if aff in ("owner", "admin"):
+            return "moderator"
+        if self.config.moderated and aff == "none":
+            return "visitor"
+        return "participant"
+
+    def _nick_jid(self, nick: str) -> JID:
+        return JID.make(self.jid.local, self.jid.domain, nick)
+
+    # ---- presence ------------------------------------------------------------------
+
+    def handle_presence(
+        self, frm: JID, nick: str | None, el: etree._Element
+    ) -> list[etree._Element]:
+        typ = el.get("type")
+        occ = self.occupant_of(frm)
+        if typ == "unavailable":
+            if occ is None:
+                return []
+            return self._leave(occ, el)
+        if typ is not None and typ != "available":
+            return []  # subscriptions to a room mean nothing
+        if not nick:
+            # XEP-0045 7.2.1: a join without a nickname
+            raise StanzaError(StanzaCondition.JID_MALFORMED, "a nickname is required")
+        if occ is None:
+            return self._join(frm, nick, el)
+        if occ.nick != nick:
+            return self._change_nick(occ, nick, el)
+        occ.presence = el
+        return self._broadcast_presence(occ)
+
+    def _join(self, frm: JID, nick: str, el: etree._Element) -> list[etree._Element]:
+        aff = self.affiliation(frm)
+        if self.locked and aff != "owner":
+            # 10.1.1: nobody but the owner enters a room that is not configured
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "the room is locked")
+        if aff == "outcast":
+            raise StanzaError(StanzaCondition.FORBIDDEN, "you are banned from this room")
+        if self.config.members_only and aff == "none":
+            raise StanzaError(StanzaCondition.REGISTRATION_REQUIRED, "members only")
+        existing = self.occupants.get(nick)
+        if existing is not None and existing.jid.bare != frm.bare:
+            raise StanzaError(StanzaCondition.CONFLICT, "that nickname is in use")
+        if existing is not None:
+            # another resource of the same user under its nickname: one
+            # occupant per nickname here, the newer session takes it over
+            del self.occupants[nick]
+        x = el.find(q(MUC, "x"))
+        if self.config.password and aff not in ("owner", "admin"):
+            given = x.findtext(q(MUC, "password")) if x is not None else None
+            if given != self.config.password:
+                raise StanzaError(StanzaCondition.NOT_AUTHORIZED, "a password is required")
+        max_users = min(self.config.max_users, self.limits.max_users)
+        if len(self.occupants) >= max_users and aff not in ("owner", "admin"):
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, "the room is full")
+        occ = Occupant(nick, frm, self._default_role(aff), el)
+        created = self.locked and aff == "owner" and not self.occupants
+        out: list[etree._Element] = []
+        # 7.2.3: the presence of every occupant already there, then its own
+        for other in self.occupants.values():
+            out.append(self._presence_of(other, to=occ))
+        self.occupants[nick] = occ
+        out.extend(self._broadcast_presence(occ, joined=True, created=created))
+        if x is not None:
+            out.extend(self._history_for(occ, x.find(q(MUC, "history"))))
+        else:
+            out.extend(self._history_for(occ, None))
+        # 7.2.15: the subject comes last, even when empty
+        subj = self._message(
+            self._nick_jid(self.subject_by) if self.subject_by else self.jid, occ.jid, "groupchat"
+        )
+        etree.SubElement(subj, q(ns.CLIENT, "subject")).text = self.subject
+        out.append(subj)
+        return out
+
+    def _leave(
+        self, occ: Occupant, el: etree._Element, codes: tuple[str, ...] = ()
+    ) -> list[etree._Element]:
+        out = []
+        for other in list(self.occupants.values()):
+            out.append(self._unavailable(occ, other, el, codes))
+        self.occupants.pop(occ.nick, None)
+        return out
+
+    def _change_nick(self, occ: Occupant, nick: str, el: etree._Element) -> list[etree._Element]:
+        other = self.occupants.get(nick)
+        if other is not None and other.jid.bare != occ.jid.bare:
+            raise StanzaError(StanzaCondition.CONFLICT, "that nickname is in use")
+        out = []
+        # 7.6: unavailable with 303 and the new nick, then available under it
+        for o in self.occupants.values():
+            p = self._unavailable(occ, o, None, ("303",))
+            item = p.find(f"{{{MUC_USER}}}x/{{{MUC_USER}}}item")
+            assert item is not None
+            item.set("nick", nick)
+            out.append(p)
+        del self.occupants[occ.nick]
+        occ.nick = nick
+        occ.presence = el
+        self.occupants[nick] = occ
+        out.extend(self._broadcast_presence(occ))
+        return out
+
+    def _broadcast_presence(
+        self, occ: Occupant, joined: bool = False, created: bool = False
+    ) -> list[etree._Element]:
+        out = []
+        for other in self.occupants.values():
+            codes: list[str] = []
+            if other is occ:
+                codes.append("110")
+                if joined and self.config.whois == "anyone":
+                    codes.append("100")
+                if created:
+                    codes.append("201")
+            out.append(self._presence_of(occ, to=other, codes=codes))
+        return out
+
+    def _sees_jids(self, viewer: Occupant) -> bool:
+        return self.config.whois == "anyone" or viewer.role == "moderator"
+
+    def _presence_of(
+        self, occ: Occupant, to: Occupant, codes: list[str] | tuple[str, ...] = ()
+    ) -> etree._Element:
+        p = etree.Element(q(ns.CLIENT, "presence"), nsmap={None: ns.CLIENT})
+        for child in occ.presence:
+            if isinstance(child.tag, str) and child.tag not in (q(MUC, "x"), q(MUC_USER, "x")):
+                p.append(_copy(child))
+        p.set("from", str(self._nick_jid(occ.nick)))
+        p.set("to", str(to.jid))
+        x = etree.SubElement(p, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+        item = etree.SubElement(x, q(MUC_USER, "item"))
+        item.set("affiliation", self.affiliation(occ.jid))
+        item.set("role", occ.role)
+        if self._sees_jids(to) or to is occ:
+            item.set("jid", str(occ.jid))
+        for code in codes:
+            etree.SubElement(x, q(MUC_USER, "status")).set("code", code)
+        etree.SubElement(p, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}).set(
+            "id", self.occupant_id(occ.jid)
+        )
+        return p
+
+    def _unavailable(
+        self,
+        occ: Occupant,
+        to: Occupant,
+        el: etree._Element | None,
+        codes: tuple[str, ...] = (),
+        reason: str | None = None,
+        actor: str | None = None,
+    ) -> etree._Element:
+        p = etree.Element(q(ns.CLIENT, "presence"), nsmap={None: ns.CLIENT})
+        p.set("type", "unavailable")
+        p.set("from", str(self._nick_jid(occ.nick)))
+        p.set("to", str(to.jid))
+        if el is not None:
+            status = el.find(q(ns.CLIENT, "status"))
+            if status is not None:
+                p.append(_copy(status))
+        x = etree.SubElement(p, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+        item = etree.SubElement(x, q(MUC_USER, "item"))
+        item.set("affiliation", self.affiliation(occ.jid))
+        item.set("role", "none")
+        if self._sees_jids(to) or to is occ:
+            item.set("jid", str(occ.jid))
+        if actor is not None:
+            etree.SubElement(item, q(MUC_USER, "actor")).set("nick", actor)
+        if reason:
+            etree.SubElement(item, q(MUC_USER, "reason")).text = reason
+        all_codes = list(codes)
+        if to is occ:
+            all_codes.append("110")
+        for code in all_codes:
+            etree.SubElement(x, q(MUC_USER, "status")).set("code", code)
+        etree.SubElement(p, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}).set(
+            "id", self.occupant_id(occ.jid)
+        )
+        return p
+
+    # ---- history -------------------------------------------------------------------
+
+    def _history_for(self, occ: Occupant, spec: etree._Element | None) -> list[etree._Element]:
+        """7.2.14: the history asked for (maxstanzas, maxchars, seconds, since)."""
+        items = list(self.history)
+        if spec is not None:
+            now = self.clock()
+            if spec.get("seconds") is not None:
+                secs = _nonneg(spec.get("seconds"))
+                items = [h for h in items if now - h.when <= secs]
+            if spec.get("since") is not None:
+                from ..xmpp.timefmt import parse_datetime
+
+                try:
+                    since = parse_datetime(spec.get("since") or "")
+                except ValueError:
+                    since = None
+                if since is not None:
+                    items = [h for h in items if h.when >= since]
+            if spec.get("maxstanzas") is not None:
+                n = _nonneg(spec.get("maxstanzas"))
+                items = items[len(items) - n :] if n else []
+            if spec.get("maxchars") is not None:
+                budget = _nonneg(spec.get("maxchars"))
+                kept: list[_Past] = []
+                for h in reversed(items):
+                    if h.size > budget:
+                        break
+                    budget -= h.size
+                    kept.append(h)
+                items = list(reversed(kept))
+        out = []
+        for h in items:
+            m = _copy(h.element)
+            m.set("to", str(occ.jid))
+            delay = etree.SubElement(m, q(ns.DELAY, "delay"), nsmap={None: ns.DELAY})
+            delay.set("from", str(self.jid))
+            delay.set("stamp", _stamp(h.when))
+            out.append(m)
+        return out
+
+    # ---- messages ------------------------------------------------------------------
+
+    def handle_message(
+        self, frm: JID, nick: str | None, el: etree._Element
+    ) -> list[etree._Element]:
+        typ = el.get("type") or "normal"
+        if typ == "error":
+            return []
+        occ = self.occupant_of(frm)
+        if nick is None:
+            x = el.find(q(MUC_USER, "x"))
+            if x is not None and (
+                x.find(q(MUC_USER, "invite")) is not None
+                or x.find(q(MUC_USER, "decline")) is not None
+            ):
+                return self._invite_or_decline(frm, occ, x)
+            if typ != "groupchat":
+                raise StanzaError(StanzaCondition.BAD_REQUEST, "messages to the room are groupchat")
+            if occ is None:
+                raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not in the room")
+            subject = el.find(q(ns.CLIENT, "subject"))
+            if subject is not None and el.find(q(ns.CLIENT, "body")) is None:
+                return self._set_subject(occ, subject.text or "")
+            if occ.role == "visitor":
+                raise StanzaError(StanzaCondition.FORBIDDEN, "visitors have no voice here")
+            return self._groupchat(occ, el)
+        # a private message to one occupant (7.5)
+        if occ is None:
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not in the room")
+        if typ == "groupchat":
+            raise StanzaError(StanzaCondition.BAD_REQUEST, "groupchat goes to the room")
+        target = self.occupants.get(nick)
+        if target is None:
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such occupant")
+        allowed = self.config.allow_pm
+        if (
+            allowed == "none"
+            or (allowed == "participants" and occ.role not in ("participant", "moderator"))
+            or (allowed == "moderators" and occ.role != "moderator")
+        ):
+            raise StanzaError(StanzaCondition.FORBIDDEN, "private messages are not allowed")
+        m = _copy(el)
+        m.set("from", str(self._nick_jid(occ.nick)))
+        m.set("to", str(target.jid))
+        # 7.5: <x xmlns='muc#user'/> marks a private message
+        etree.SubElement(m, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+        self._stamp_occupant_id(m, occ)
+        return [m]
+
+    def _groupchat(self, occ: Occupant, el: etree._Element) -> list[etree._Element]:
+        m = _copy(el)
+        for old in m.findall(q(OCCUPANT_ID, "occupant-id")):
+            m.remove(old)  # 3.1 of XEP-0421: never the sender's own
+        m.set("from", str(self._nick_jid(occ.nick)))
+        m.attrib.pop("to", None)
+        self._stamp_occupant_id(m, occ)
+        length = min(self.config.history_length, self.limits.max_history)
+        if length > 0 and m.find(q(ns.CLIENT, "body")) is not None:
+            size = len(etree.tostring(m))
+            self.history.append(_Past(m, self.clock(), size))
+            while len(self.history) > length:
+                self.history.popleft()
+        return self._to_all(m)
+
+    def _to_all(self, m: etree._Element) -> list[etree._Element]:
+        out = []
+        for other in self.occupants.values():
+            c = _copy(m)
+            c.set("to", str(other.jid))
+            out.append(c)
+        return out
+
+    def _set_subject(self, occ: Occupant, text: str) -> list[etree._Element]:
+        if not (
+            occ.role == "moderator" or (self.config.change_subject and occ.role == "participant")
+        ):
+            raise StanzaError(StanzaCondition.FORBIDDEN, "you may not change the subject")
+        self.subject = text
+        self.subject_by = occ.nick
+        m = self._message(self._nick_jid(occ.nick), None, "groupchat")
+        etree.SubElement(m, q(ns.CLIENT, "subject")).text = text
+        return self._to_all(m)
+
+    def _invite_or_decline(
+        self, frm: JID, occ: Occupant | None, x: etree._Element
+    ) -> list[etree._Element]:
+        out = []
+        invite = x.find(q(MUC_USER, "invite"))
+        if invite is not None:
+            if occ is None:
+                raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not in the room")
+            aff = self.affiliation(frm)
+            if (
+                self.config.members_only
+                and not self.config.allow_invites
+                and aff not in ("owner", "admin")
+            ):
+                raise StanzaError(StanzaCondition.FORBIDDEN, "you may not invite here")
+            to = _jid_attr(invite, "to")
+            if self.config.members_only and self.affiliation(to) == "none":
+                # 7.8.2: an invitation to a members-only room makes a member
+                self.affiliations[str(to.bare)] = "member"
+            m = self._message(self.jid, to, None)
+            ux = etree.SubElement(m, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+            inv = etree.SubElement(ux, q(MUC_USER, "invite"))
+            inv.set("from", str(frm))
+            reason = invite.findtext(q(MUC_USER, "reason"))
+            if reason:
+                etree.SubElement(inv, q(MUC_USER, "reason")).text = reason
+            if self.config.password:
+                etree.SubElement(ux, q(MUC_USER, "password")).text = self.config.password
+            out.append(m)
+        decline = x.find(q(MUC_USER, "decline"))
+        if decline is not None:
+            to = _jid_attr(decline, "to")
+            m = self._message(self.jid, to, None)
+            ux = etree.SubElement(m, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+            dec = etree.SubElement(ux, q(MUC_USER, "decline"))
+            dec.set("from", str(frm.bare))
+            reason = decline.findtext(q(MUC_USER, "reason"))
+            if reason:
+                etree.SubElement(dec, q(MUC_USER, "reason")).text = reason
+            out.append(m)
+        return out
+
+    def _message(self, frm: JID, to: JID | None, typ: str | None) -> etree._Element:
+        m = etree.Element(q(ns.CLIENT, "message"), nsmap={None: ns.CLIENT})
+        m.set("from", str(frm))
+        if to is not None:
+            m.set("to", str(to))
+        if typ is not None:
+            m.set("type", typ)
+        return m
+
+    def _stamp_occupant_id(self, m: etree._Element, occ: Occupant) -> None:
+        etree.SubElement(m, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}).set(
+            "id", self.occupant_id(occ.jid)
+        )
+
+    # ---- administration (10.x, 9.x, 8.x) --------------------------------------------
+
+    def admin_get(self, frm: JID, query: etree._Element) -> etree._Element:
+        """muc#admin get: the list of one affiliation or one role."""
+        item = query.find(q(MUC_ADMIN, "item"))
+        if item is None:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        occ = self.occupant_of(frm)
+        aff_of_asker = self.affiliation(frm)
+        out = etree.Element(q(MUC_ADMIN, "query"), nsmap={None: MUC_ADMIN})
+        if item.get("affiliation") is not None:
+            want = item.get("affiliation")
+            if want not in AFFILIATIONS or want == "none":
+                raise StanzaError(StanzaCondition.BAD_REQUEST)
+            if _AFF_RANK[aff_of_asker] < _AFF_RANK["admin"]:
+                raise StanzaError(StanzaCondition.FORBIDDEN)
+            for bare, aff in sorted(self.affiliations.items()):
+                if aff == want:
+                    etree.SubElement(out, q(MUC_ADMIN, "item"), affiliation=aff, jid=bare)
+            return out
+        want = item.get("role")
+        if want not in ("moderator", "participant", "visitor"):
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        if occ is None or occ.role != "moderator":
+            raise StanzaError(StanzaCondition.FORBIDDEN)
+        for o in self.occupants.values():
+            if o.role == want:
+                etree.SubElement(
+                    out, q(MUC_ADMIN, "item"), role=o.role, nick=o.nick, jid=str(o.jid),
+                    affiliation=self.affiliation(o.jid),
+                )  # fmt: skip
+        return out
+
+    def admin_set(self, frm: JID, query: etree._Element) -> list[etree._Element]:
+        """muc#admin set: roles (kick, voice, moderator) and affiliations (ban,
+        member, admin, owner), each item checked before any is applied."""
+        items = query.findall(q(MUC_ADMIN, "item"))
+        if not items:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        actor = self.occupant_of(frm)
+        actor_aff = self.affiliation(frm)
+        changes: list[tuple[str, etree._Element]] = []
+        for item in items:
+            if item.get("role") is not None:
+                self._check_role_change(actor, actor_aff, item)
+                changes.append(("role", item))
+            elif item.get("affiliation") is not None:
+                self._check_affiliation_change(frm, actor_aff, item)
+                changes.append(("affiliation", item))
+            else:
+                raise StanzaError(StanzaCondition.BAD_REQUEST)
+        out: list[etree._Element] = []
+        for kind, item in changes:
+            reason = item.findtext(q(MUC_ADMIN, "reason"))
+            actor_nick = actor.nick if actor is not None else None
+            if kind == "role":
+                out += self._apply_role(item, reason, actor_nick)
+            else:
+                out += self._apply_affiliation(item, reason, actor_nick)
+        return out
+
+    def _check_role_change(
+        self, actor: Occupant | None, actor_aff: str, item: etree._Element
+    ) -> None:
+        role, nick = item.get("role"), item.get("nick")
+        if role not in ROLES or not nick:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        if actor is None or actor.role != "moderator":
+            raise StanzaError(StanzaCondition.FORBIDDEN, "only moderators change roles")
+        target = self.occupants.get(nick)
+        if target is None:
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such occupant")
+        target_aff = self.affiliation(target.jid)
+        if role == "moderator" and _AFF_RANK[actor_aff] < _AFF_RANK["admin"]:
+            raise StanzaError(StanzaCondition.NOT_ALLOWED, "only admins grant moderation")
+        if _AFF_RANK[target_aff] >= _AFF_RANK["admin"] and role != "moderator":
+            # 8.2, 8.4: an admin or owner cannot be kicked or silenced
+            raise StanzaError(StanzaCondition.NOT_ALLOWED, "that occupant is an admin or owner")
+        if (
+            target.role == "moderator"
+            and _AFF_RANK[actor_aff] < _AFF_RANK["admin"]
+            and target is not actor
+        ):
+            raise StanzaError(StanzaCondition.NOT_ALLOWED)
+
+    def _check_affiliation_change(self, frm: JID, actor_aff: str, item: etree._Element) -> None:
+        aff = item.get("affiliation")
+        if aff not in AFFILIATIONS:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        target = self._item_jid(item)
+        if target is None:
+            raise StanzaError(StanzaCondition.BAD_REQUEST, "a jid or a nick is required")
+        current = self.affiliation(target)
+        if actor_aff == "owner":
+            if current == "owner" and aff != "owner" and target.bare == frm.bare:
+                owners = [b for b, a in self.affiliations.items() if a == "owner"]
+                if len(owners) <= 1:
+                    # 10.6: the last owner stays
+                    raise StanzaError(StanzaCondition.CONFLICT, "a room needs an owner")
+            return
+        if actor_aff == "admin":
+            if aff in ("owner", "admin") or current in ("owner", "admin"):
+                raise StanzaError(StanzaCondition.NOT_ALLOWED, "owners decide about admins")
+            return
+        raise StanzaError(StanzaCondition.FORBIDDEN, "only admins and owners change affiliations")
+
+    def _item_jid(self, item: etree._Element) -> JID | None:
+        if item.get("jid"):
+            return _jid_attr(item, "jid").bare
+        nick = item.get("nick")
+        if nick and nick in self.occupants:
+            return self.occupants[nick].jid.bare
+        return None
+
+    def _apply_role(
+        self, item: etree._Element, reason: str | None, actor: str | None
+    ) -> list[etree._Element]:
+        target = self.occupants[item.get("nick") or ""]
+        role = item.get("role") or "none"
+        if role == "none":
+            return self._remove(target, ("307",), reason, actor)
+        target.role = role
+        return self._broadcast_presence(target)
+
+    def _apply_affiliation(
+        self, item: etree._Element, reason: str | None, actor: str | None
+    ) -> list[etree._Element]:
+        target = self._item_jid(item)
+        assert target is not None
+        aff = item.get("affiliation") or "none"
+        bare = str(target.bare)
+        if aff == "none":
+            self.affiliations.pop(bare, None)
+        else:
+            self.affiliations[bare] = aff
+        out: list[etree._Element] = []
+        for occ in [o for o in self.occupants.values() if o.jid.bare == target.bare]:
+            if aff == "outcast":
+                out += self._remove(occ, ("301",), reason, actor)
+            elif self.config.members_only and aff == "none":
+                out += self._remove(occ, ("321",), reason, actor)
+            else:
+                occ.role = (
+                    self._default_role(aff) if aff != "none" or occ.role != "visitor" else occ.role
+                )
+                out += self._broadcast_presence(occ)
+        return out
+
+    def _remove(
+        self, occ: Occupant, codes: tuple[str, ...], reason: str | None, actor: str | None
+    ) -> list[etree._Element]:
+        out = [
+            self._unavailable(occ, o, None, codes, reason, actor) for o in self.occupants.values()
+        ]
+        self.occupants.pop(occ.nick, None)
+        return out
+
+    # ---- the owner (10.x) -----------------------------------------------------------
+
+    def owner_get(self, frm: JID) -> etree._Element:
+        if self.affiliation(frm) != "owner":
+            raise StanzaError(StanzaCondition.FORBIDDEN, "only owners configure the room")
+        query = etree.Element(q(MUC_OWNER, "query"), nsmap={None: MUC_OWNER})
+        query.append(config_form(self.config, self.limits))
+        return query
+
+    def owner_set(self, frm: JID, query: etree._Element) -> list[etree._Element]:
+        if self.affiliation(frm) != "owner":
+            raise StanzaError(StanzaCondition.FORBIDDEN, "only owners configure the room")
+        destroy = query.find(q(MUC_OWNER, "destroy"))
+        if destroy is not None:
+            return self.destroy(destroy.get("jid"), destroy.findtext(q(MUC_OWNER, "reason")))
+        form = query.find(q(ns.DATA_FORMS, "x"))
+        if form is None:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        if form.get("type") == "cancel":
+            return []
+        if form.get("type") != "submit":
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        was_members_only = self.config.members_only
+        apply_form(self.config, form)
+        self.locked = False
+        out: list[etree._Element] = []
+        if self.config.members_only and not was_members_only:
+            # 9.x: who is not a member leaves, status 322
+            for occ in [o for o in self.occupants.values() if self.affiliation(o.jid) == "none"]:
+                out += self._remove(occ, ("322",), None, None)
+        if self.occupants and len(form):
+            # 10.2.1: status 104, the configuration changed
+            m = self._message(self.jid, None, "groupchat")
+            x = etree.SubElement(m, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+            etree.SubElement(x, q(MUC_USER, "status")).set("code", "104")
+            out += self._to_all(m)
+        return out
+
+    def destroy(self, alternate: str | None, reason: str | None) -> list[etree._Element]:
+        out = []
+        for occ in self.occupants.values():
+            p = etree.Element(q(ns.CLIENT, "presence"), nsmap={None: ns.CLIENT})
+            p.set("type", "unavailable")
+            p.set("from", str(self._nick_jid(occ.nick)))
+            p.set("to", str(occ.jid))
+            x = etree.SubElement(p, q(MUC_USER, "x"), nsmap={None: MUC_USER})
+            etree.SubElement(x, q(MUC_USER, "item"), affiliation="none", role="none")
+            d = etree.SubElement(x, q(MUC_USER, "destroy"))
+            if alternate:
+                d.set("jid", alternate)
+            if reason:
+                etree.SubElement(d, q(MUC_USER, "reason")).text = reason
+            etree.SubElement(x, q(MUC_USER, "status")).set("code", "110")
+            out.append(p)
+        self.occupants.clear()
+        self.destroyed = True
+        return out
+
+    # ---- discovery -------------------------------------------------------------------
+
+    def disco_info(self) -> etree._Element:
+        query = etree.Element(q(ns.DISCO_INFO, "query"), nsmap={None: ns.DISCO_INFO})
+        ident = etree.SubElement(
+            query, q(ns.DISCO_INFO, "identity"), category="conference", type="text"
+        )
+        ident.set("name", self.config.name or (self.jid.local or ""))
+        c = self.config
+        for var in (
+            MUC,
+            "muc_public" if c.public else "muc_hidden",
+            "muc_persistent" if c.persistent else "muc_temporary",
+            "muc_membersonly" if c.members_only else "muc_open",
+            "muc_moderated" if c.moderated else "muc_unmoderated",
+            "muc_nonanonymous" if c.whois == "anyone" else "muc_semianonymous",
+            "muc_passwordprotected" if c.password else "muc_unsecured",
+            OCCUPANT_ID,
+            ns.PING,
+        ):
+            etree.SubElement(query, q(ns.DISCO_INFO, "feature"), var=var)
+        x = etree.SubElement(
+            query, q(ns.DATA_FORMS, "x"), nsmap={None: ns.DATA_FORMS}, type="result"
+        )
+        _field(x, "FORM_TYPE", ROOMINFO, type_="hidden")
+        _field(x, "muc#roominfo_description", c.description)
+        _field(x, "muc#roominfo_occupants", str(len(self.occupants)))
+        _field(x, "muc#roominfo_subject", self.subject)
+        _field(x, "muc#roomconfig_roomname", c.name)
+        return query
+
+
+def config_form(c: RoomConfig, limits: Limits) -> etree._Element:
+    x = etree.Element(q(ns.DATA_FORMS, "x"), nsmap={None: ns.DATA_FORMS}, type="form")
+    etree.SubElement(x, q(ns.DATA_FORMS, "title")).text = "Room configuration"
+    _field(x, "FORM_TYPE", ROOMCONFIG, type_="hidden")
+    _field(x, "muc#roomconfig_roomname", c.name, "text-single", "Name")
+    _field(x, "muc#roomconfig_roomdesc", c.description, "text-single", "Description")
+    _field(x, "muc#roomconfig_persistentroom", _b(c.persistent), "boolean", "Persistent")
+    _field(x, "muc#roomconfig_publicroom", _b(c.public), "boolean", "Listed in the directory")
+    _field(x, "muc#roomconfig_membersonly", _b(c.members_only), "boolean", "Members only")
+    _field(x, "muc#roomconfig_moderatedroom", _b(c.moderated), "boolean", "Moderated")
+    _field(x, "muc#roomconfig_passwordprotectedroom", _b(bool(c.password)), "boolean", "Password")
+    _field(x, "muc#roomconfig_roomsecret", c.password, "text-private", "Password")
+    _field(
+        x,
+        "muc#roomconfig_maxusers",
+        str(min(c.max_users, limits.max_users)),
+        "text-single",
+        "Most occupants",
+    )
+    _field(x, "muc#roomconfig_whois", c.whois, "list-single", "Who may see real JIDs",
+           options=("moderators", "anyone"))  # fmt: skip
+    _field(
+        x, "muc#roomconfig_historylength", str(c.history_length), "text-single", "History length"
+    )
+    _field(
+        x,
+        "muc#roomconfig_changesubject",
+        _b(c.change_subject),
+        "boolean",
+        "Occupants may change the subject",
+    )
+    _field(x, "muc#roomconfig_allowinvites", _b(c.allow_invites), "boolean", "Occupants may invite")
+    _field(x, "muc#roomconfig_allowpm", c.allow_pm, "list-single", "Who may send private messages",
+           options=("anyone", "participants", "moderators", "none"))  # fmt: skip
+    return x
+
+
+def apply_form(c: RoomConfig, form: etree._Element) -> None:
+    """Apply a submitted muc#roomconfig form; a bad value is bad-request and
+    nothing is applied."""
+    values: dict[str, str] = {}
+    for f in form.findall(q(ns.DATA_FORMS, "field")):
+        var = f.get("var") or ""
+        vals = [v.text or "" for v in f.findall(q(ns.DATA_FORMS, "value"))]
+        values[var] = vals[0] if vals else ""
+    new = RoomConfig(**{s: getattr(c, s) for s in RoomConfig.__slots__})  # type: ignore[attr-defined]
+    try:
+        for var, raw in values.items():
+            key = var.removeprefix("muc#roomconfig_")
+            if key == "roomname":
+                new.name = raw[:200]
+            elif key == "roomdesc":
+                new.description = raw[:1000]
+            elif key == "persistentroom":
+                new.persistent = _bool(raw)
+            elif key == "publicroom":
+                new.public = _bool(raw)
+            elif key == "membersonly":
+                new.members_only = _bool(raw)
+            elif key == "moderatedroom":
+                new.moderated = _bool(raw)
+            elif key == "roomsecret":
+                new.password = raw[:200]
+            elif key == "passwordprotectedroom" and not _bool(raw):
+                new.password = ""
+            elif key == "maxusers":
+                new.max_users = int(raw) if raw not in ("", "none") else 10**6
+            elif key == "whois":
+                if raw not in ("moderators", "anyone"):
+                    raise ValueError(raw)
+                new.whois = raw
+            elif key == "historylength":
+                new.history_length = max(0, int(raw))
+            elif key == "changesubject":
+                new.change_subject = _bool(raw)
+            elif key == "allowinvites":
+                new.allow_invites = _bool(raw)
+            elif key == "allowpm":
+                if raw not in ("anyone", "participants", "moderators", "none"):
+                    raise ValueError(raw)
+                new.allow_pm = raw
+    except ValueError:
+        raise StanzaError(StanzaCondition.BAD_REQUEST, "a field has an invalid value") from None
+    if (
+        "muc#roomconfig_passwordprotectedroom" in values
+        and _bool(values["muc#roomconfig_passwordprotectedroom"])
+        and not new.password
+    ):
+        raise StanzaError(
+            StanzaCondition.NOT_ACCEPTABLE, "a password-protected room needs a password"
+        )
+    for s in RoomConfig.__slots__:  # type: ignore[attr-defined]
+        setattr(c, s, getattr(new, s))
+
+
+def _field(
+    x: etree._Element,
+    var: str,
+    value: str,
+    type_: str | None = None,
+    label: str | None = None,
+    options: tuple[str, ...] = (),
+) -> None:
+    f = etree.SubElement(x, q(ns.DATA_FORMS, "field"), var=var)
+    if type_:
+        f.set("type", type_)
+    if label:
+        f.set("label", label)
+    for o in options:
+        opt = etree.SubElement(f, q(ns.DATA_FORMS, "option"))
+        etree.SubElement(opt, q(ns.DATA_FORMS, "value")).text = o
+    etree.SubElement(f, q(ns.DATA_FORMS, "value")).text = value
+
+
+def _b(v: bool) -> str:
+    return "1" if v else "0"
+
+
+def _bool(raw: str) -> bool:
+    if raw in ("1", "true"):
+        return True
+    if raw in ("0", "false", ""):
+        return False
+    raise ValueError(raw)
+
+
+def _nonneg(raw: str | None) -> int:
+    try:
+        return max(0, int(raw or "0"))
+    except ValueError:
+        raise StanzaError(StanzaCondition.BAD_REQUEST, "bad history request") from None
+
+
+def _jid_attr(el: etree._Element, name: str) -> JID:
+    try:
+        return JID.parse(el.get(name) or "")
+    except StanzaError:
+        raise StanzaError(StanzaCondition.JID_MALFORMED) from None
+
+
+def _copy(el: etree._Element) -> etree._Element:
+    import copy
+
+    return copy.deepcopy(el)
+
+
+def _stamp(when: float) -> str:
+    from ..xmpp.timefmt import datetime_str
+
+    return datetime_str(when)

@@ -1,0 +1,234 @@
+"""The multi-user chat service (XEP-0045) of one domain (``conference.<host>``).
+
+It is a :class:`~services.router.domains.DomainService`: the router hands it
+every stanza addressed to its domain, it finds (or creates) the room, lets
+the sans-IO :class:`~services.muc.room.Room` decide, and routes what the
+room returns. Refusals are StanzaErrors, which the router bounces from the
+address the stanza was sent to, as XEP-0045 wants.
+
+Rooms live in this process's memory: the embedded default. Where rooms live
+in a cluster (one owner replica per room) and persistence are the next steps
+of issue 12 (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from ..core.routing import Envelope
+from ..xmpp import ns
+from ..xmpp import stanza as st
+from ..xmpp.errors import StanzaCondition, StanzaError
+from ..xmpp.jid import JID
+from .room import MUC, MUC_ADMIN, MUC_OWNER, OCCUPANT_ID, Limits, Room, RoomConfig, q
+
+if TYPE_CHECKING:
+    from ..core.feature import Context
+    from ..core.muc import Muc
+    from ..platform.config import Settings
+
+log = logging.getLogger("xmppd.muc")
+
+_DISCO_INFO = q(ns.DISCO_INFO, "query")
+_DISCO_ITEMS = q(ns.DISCO_ITEMS, "query")
+_ADMIN = q(MUC_ADMIN, "query")
+_OWNER = q(MUC_OWNER, "query")
+_PING = q(ns.PING, "ping")
+
+
+class MucService:
+    def __init__(
+        self,
+        domain: str,
+        *,
+        max_occupants: int = 200,
+        max_history: int = 50,
+        max_rooms_per_user: int = 100,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.domain = domain
+        self.limits = Limits(max_users=max_occupants, max_history=max_history)
+        self.max_rooms_per_user = max_rooms_per_user
+        self.clock = clock
+        self.rooms: dict[str, Room] = {}
+        #: the key of XEP-0421 occupant ids: stable while the service runs
+        self._secret = secrets.token_bytes(16)
+
+    async def route(self, ctx: Context, env: Envelope) -> None:
+        to, frm = env.to, env.frm
+        el = env.tree()
+        if to.local is None:
+            if env.kind == "iq":
+                await self._service_iq(ctx, env, el)
+            elif env.type not in ("error", "result"):
+                raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+            return
+        room = self.rooms.get(to.local)
+        out: list[etree._Element]
+        if env.kind == "presence":
+            if room is None:
+                if env.type not in (None, "available") or not to.resource:
+                    if env.type in (None, "available"):
+                        raise StanzaError(StanzaCondition.JID_MALFORMED, "a nickname is required")
+                    return
+                room = self._create(to, frm)
+            out = room.handle_presence(frm, to.resource, el)
+        elif env.kind == "message":
+            if room is None:
+                if env.type == "error":
+                    return
+                raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
+            out = room.handle_message(frm, to.resource, el)
+        else:
+            if env.type in ("result", "error"):
+                return
+            if room is None:
+                raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
+            out = self._room_iq(room, env, el)
+        for o in out:
+            await ctx.send(o)
+        if room.destroyed or (room.empty and not room.config.persistent):
+            # a temporary room ends with its last occupant (XEP-0045 10.1.3)
+            if self.rooms.get(to.local) is room:
+                del self.rooms[to.local]
+
+    def _create(self, to: JID, frm: JID) -> Room:
+        assert to.local is not None
+        owned = sum(1 for r in self.rooms.values() if r.affiliation(frm) == "owner")
+        if owned >= self.max_rooms_per_user:
+            raise StanzaError(StanzaCondition.NOT_ALLOWED, "you own too many rooms")
+        room = Room(
+            jid=to.bare,
+            config=RoomConfig(
+                max_users=self.limits.max_users, history_length=min(20, self.limits.max_history)
+            ),
+            affiliations={str(frm.bare): "owner"},
+            limits=self.limits,
+            locked=True,
+            clock=self.clock,
+            secret=self._secret,
+        )
+        self.rooms[to.local] = room
+        return room
+
+    # ---- IQs -----------------------------------------------------------------------
+
+    def _room_iq(self, room: Room, env: Envelope, el: etree._Element) -> list[etree._Element]:
+        query = el[0] if len(el) == 1 else None
+        if query is None:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        frm, to = env.frm, env.to
+        if to.resource:
+            # XEP-0410: a ping to one's own occupant JID tells whether one is joined
+            if query.tag == _PING and env.type == "get":
+                occ = room.occupant_of(frm)
+                if occ is None or occ.nick != to.resource:
+                    raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not joined")
+                return [_result(el, env, None)]
+            raise StanzaError(StanzaCondition.FEATURE_NOT_IMPLEMENTED)
+        tag, typ = query.tag, env.type
+        if tag == _DISCO_INFO and typ == "get":
+            if room.locked and room.affiliation(frm) != "owner":
+                raise StanzaError(StanzaCondition.ITEM_NOT_FOUND)
+            return [_result(el, env, room.disco_info())]
+        if tag == _DISCO_ITEMS and typ == "get":
+            return [_result(el, env, etree.Element(_DISCO_ITEMS, nsmap={None: ns.DISCO_ITEMS}))]
+        if tag == _ADMIN:
+            if typ == "get":
+                return [_result(el, env, room.admin_get(frm, query))]
+            out = room.admin_set(frm, query)
+            return [_result(el, env, None), *out]
+        if tag == _OWNER:
+            if typ == "get":
+                return [_result(el, env, room.owner_get(frm))]
+            out = room.owner_set(frm, query)
+            return [_result(el, env, None), *out]
+        if tag == _PING and typ == "get":
+            return [_result(el, env, None)]
+        raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+
+    async def _service_iq(self, ctx: Context, env: Envelope, el: etree._Element) -> None:
+        if env.type in ("result", "error"):
+            return
+        query = el[0] if len(el) == 1 else None
+        if query is None:
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        if query.tag == _DISCO_INFO and env.type == "get" and query.get("node") is None:
+            info = etree.Element(_DISCO_INFO, nsmap={None: ns.DISCO_INFO})
+            etree.SubElement(
+                info,
+                q(ns.DISCO_INFO, "identity"),
+                category="conference",
+                type="text",
+                name="Chatrooms",
+            )
+            for var in (ns.DISCO_INFO, ns.DISCO_ITEMS, MUC, OCCUPANT_ID, ns.PING):
+                etree.SubElement(info, q(ns.DISCO_INFO, "feature"), var=var)
+            await ctx.send(_result(el, env, info))
+            return
+        if query.tag == _DISCO_ITEMS and env.type == "get" and query.get("node") is None:
+            items = etree.Element(_DISCO_ITEMS, nsmap={None: ns.DISCO_ITEMS})
+            for room in sorted(self.rooms.values(), key=lambda r: str(r.jid)):
+                if room.config.public and not room.locked:
+                    it = etree.SubElement(items, q(ns.DISCO_ITEMS, "item"), jid=str(room.jid))
+                    it.set("name", room.config.name or (room.jid.local or ""))
+            await ctx.send(_result(el, env, items))
+            return
+        if query.tag == _PING and env.type == "get":
+            await ctx.send(_result(el, env, None))
+            return
+        raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
+
+
+def _result(iq: etree._Element, env: Envelope, payload: etree._Element | None) -> etree._Element:
+    r = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=iq.get("id"))
+    if payload is not None:
+        r.append(payload)
+    return r
+
+
+class MucHost:
+    """The :class:`~services.core.muc.Muc` contract over this process's
+    services, one per MUC domain; ``ctx`` routes what the rooms send."""
+
+    def __init__(self, ctx: Context, services: dict[str, MucService]) -> None:
+        self.ctx = ctx
+        self.services = services
+
+    async def route(self, room: JID, env: Envelope) -> None:
+        service = self.services.get(room.domain)
+        if service is None:
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, "no such group chat service")
+        await service.route(self.ctx, env)
+
+
+class MucDomain:
+    """A MUC domain in the router's domain registry, served through the Muc
+    contract (the muc role's replicas over gRPC, or a MucHost)."""
+
+    def __init__(self, muc: Muc) -> None:
+        self.muc = muc
+
+    async def route(self, ctx: Context, env: Envelope) -> None:
+        await self.muc.route(env.to.bare, env)
+
+
+def muc_services(settings: Settings) -> dict[str, MucService]:
+    """The group chat service of each host (``muc_subdomain``), by domain."""
+    if not settings.muc_subdomain:
+        return {}
+    return {
+        f"{settings.muc_subdomain}.{host}": MucService(
+            f"{settings.muc_subdomain}.{host}",
+            max_occupants=settings.muc_max_occupants,
+            max_history=settings.muc_max_history,
+            max_rooms_per_user=settings.muc_max_rooms_per_user,
+        )
+        for host in settings.hosts
+    }
