@@ -45,6 +45,13 @@ STORAGE_IDEMPOTENT: dict[str, bool] = {
     "delete_offline": True,  # by id
     "set_vcard": True,
     "set_private": True,
+    # group chat: whole-document upserts, keyed history, deletes
+    "muc_rooms": True,
+    "get_muc_room": True,
+    "put_muc_room": True,
+    "delete_muc_room": True,
+    "add_muc_history": True,
+    "get_muc_history": True,
     "add_blocks": True,
     "remove_blocks": True,
     "set_last_activity": True,
@@ -166,6 +173,28 @@ class StorageClient(ContractClient):
 
     async def set_private(self, host: str, username: str, key: str, data: bytes) -> None:
         return await self._call(Storage.set_private, host, username, key, data)
+
+    async def muc_rooms(self, domain: str) -> list[tuple[str, str]]:
+        rows = await self._call(Storage.muc_rooms, domain)
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def get_muc_room(self, domain: str, room: str) -> str | None:
+        return await self._call(Storage.get_muc_room, domain, room)
+
+    async def put_muc_room(self, domain: str, room: str, state: str) -> None:
+        return await self._call(Storage.put_muc_room, domain, room, state)
+
+    async def delete_muc_room(self, domain: str, room: str) -> None:
+        return await self._call(Storage.delete_muc_room, domain, room)
+
+    async def add_muc_history(
+        self, domain: str, room: str, key: str, stamp: float, stanza: bytes, keep: int
+    ) -> None:
+        return await self._call(Storage.add_muc_history, domain, room, key, stamp, stanza, keep)
+
+    async def get_muc_history(self, domain: str, room: str) -> list[tuple[float, bytes]]:
+        rows = await self._call(Storage.get_muc_history, domain, room)
+        return [(float(r[0]), bytes(r[1])) for r in rows]
 
     # blocking
     async def get_blocklist(self, host: str, username: str) -> list[str]:

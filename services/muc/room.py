@@ -99,6 +99,8 @@ class Room:
     secret: bytes = b"occupant-id"
     occupants: dict[str, Occupant] = field(default_factory=dict)
     history: collections.deque[_Past] = field(default_factory=collections.deque)
+    #: messages ever added to the history (what the service has stored is behind it)
+    history_seq: int = 0
     destroyed: bool = False
 
     # ---- lookups ---------------------------------------------------------------
@@ -404,6 +406,7 @@ class Room:
         if length > 0 and m.find(q(ns.CLIENT, "body")) is not None:
             size = len(etree.tostring(m))
             self.history.append(_Past(m, self.clock(), size))
+            self.history_seq += 1
             while len(self.history) > length:
                 self.history.popleft()
         return self._to_all(m)

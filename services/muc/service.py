@@ -26,6 +26,7 @@ from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
+from . import persist
 from .room import MUC, MUC_ADMIN, MUC_OWNER, OCCUPANT_ID, Limits, Room, RoomConfig, q
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class MucService:
                 raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
             return
         room = self.rooms.get(to.local)
+        if room is None:
+            room = await self._load(ctx, to.local)
         out: list[etree._Element]
         if env.kind == "presence":
             if room is None:
@@ -78,44 +81,89 @@ class MucService:
                         raise StanzaError(StanzaCondition.JID_MALFORMED, "a nickname is required")
                     return
                 room = self._create(to, frm)
+        elif room is None:
+            if env.type in ("error", "result"):
+                return
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
+        before, seq = persist.state_of(room), room.history_seq
+        if env.kind == "presence":
             out = room.handle_presence(frm, to.resource, el)
         elif env.kind == "message":
-            if room is None:
-                if env.type == "error":
-                    return
-                raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
             out = room.handle_message(frm, to.resource, el)
         else:
             if env.type in ("result", "error"):
                 return
-            if room is None:
-                raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
             out = self._room_iq(room, env, el)
+        await self._save(ctx, room, before, seq)
         for o in out:
             await ctx.send(o)
-        if room.destroyed or (room.empty and not room.config.persistent):
-            # a temporary room ends with its last occupant (XEP-0045 10.1.3)
+        if room.destroyed or room.empty:
+            # a temporary room ends with its last occupant (XEP-0045 10.1.3);
+            # a persistent one leaves memory and comes back from storage
             if self.rooms.get(to.local) is room:
                 del self.rooms[to.local]
+
+    async def _load(self, ctx: Context, local: str) -> Room | None:
+        """A persistent room that is not in memory, from storage."""
+        state = await ctx.storage.get_muc_room(self.domain, local)
+        if state is None:
+            return None
+        room = self._new_room(JID.make(local, self.domain))
+        persist.apply_state(room, state)
+        persist.restore_history(room, await ctx.storage.get_muc_history(self.domain, local))
+        room.history_seq = len(room.history)
+        self.rooms[local] = room
+        return room
+
+    async def _save(self, ctx: Context, room: Room, before: str, seq: int) -> None:
+        """Store what changed of a persistent room: its state document, the
+        messages added to its history; forget a room destroyed or made
+        temporary. Stored before the room's answers go out, so what a client
+        was told has happened is kept."""
+        local = room.jid.local
+        assert local is not None
+        storage = ctx.storage
+        if room.destroyed or (not room.config.persistent and persist.is_persistent(before)):
+            await storage.delete_muc_room(self.domain, local)
+            return
+        if not room.config.persistent or room.locked:
+            return
+        after = persist.state_of(room)
+        if after != before or not persist.is_persistent(before):
+            await storage.put_muc_room(self.domain, local, after)
+        added = min(room.history_seq - seq, len(room.history))
+        keep = min(room.config.history_length, self.limits.max_history)
+        for past in list(room.history)[len(room.history) - added :] if added > 0 else []:
+            await storage.add_muc_history(
+                self.domain,
+                local,
+                secrets.token_hex(8),
+                past.when,
+                persist.history_entry(past.element),
+                keep,
+            )
 
     def _create(self, to: JID, frm: JID) -> Room:
         assert to.local is not None
         owned = sum(1 for r in self.rooms.values() if r.affiliation(frm) == "owner")
         if owned >= self.max_rooms_per_user:
             raise StanzaError(StanzaCondition.NOT_ALLOWED, "you own too many rooms")
-        room = Room(
-            jid=to.bare,
+        room = self._new_room(to.bare)
+        room.affiliations = {str(frm.bare): "owner"}
+        room.locked = True
+        self.rooms[to.local] = room
+        return room
+
+    def _new_room(self, jid: JID) -> Room:
+        return Room(
+            jid=jid,
             config=RoomConfig(
                 max_users=self.limits.max_users, history_length=min(20, self.limits.max_history)
             ),
-            affiliations={str(frm.bare): "owner"},
             limits=self.limits,
-            locked=True,
             clock=self.clock,
             secret=self._secret,
         )
-        self.rooms[to.local] = room
-        return room
 
     # ---- IQs -----------------------------------------------------------------------
 
@@ -174,10 +222,21 @@ class MucService:
             return
         if query.tag == _DISCO_ITEMS and env.type == "get" and query.get("node") is None:
             items = etree.Element(_DISCO_ITEMS, nsmap={None: ns.DISCO_ITEMS})
-            for room in sorted(self.rooms.values(), key=lambda r: str(r.jid)):
+            listed: dict[str, str] = {}
+            for local, state in await ctx.storage.muc_rooms(self.domain):
+                public, name = persist.listing(state)
+                if public:
+                    listed[local] = name or local
+            for room in self.rooms.values():
+                local = room.jid.local or ""
+                listed.pop(local, None)
                 if room.config.public and not room.locked:
-                    it = etree.SubElement(items, q(ns.DISCO_ITEMS, "item"), jid=str(room.jid))
-                    it.set("name", room.config.name or (room.jid.local or ""))
+                    listed[local] = room.config.name or local
+            for local, name in sorted(listed.items()):
+                it = etree.SubElement(
+                    items, q(ns.DISCO_ITEMS, "item"), jid=f"{local}@{self.domain}"
+                )
+                it.set("name", name)
             await ctx.send(_result(el, env, items))
             return
         if query.tag == _PING and env.type == "get":

@@ -543,6 +543,67 @@ class Store:
                 bytes(data),
             )
 
+    # -------------------------------------------------------------------- group chat
+
+    async def muc_rooms(self, domain: str) -> list[tuple[str, str]]:
+        rows = await self.db.fetch(
+            "SELECT room, state FROM muc_rooms WHERE domain = $1 ORDER BY room", domain
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def get_muc_room(self, domain: str, room: str) -> str | None:
+        state = await self.db.fetchval(
+            "SELECT state FROM muc_rooms WHERE domain = $1 AND room = $2", domain, room
+        )
+        return None if state is None else str(state)
+
+    async def put_muc_room(self, domain: str, room: str, state: str) -> None:
+        await self.db.execute(
+            "INSERT INTO muc_rooms (domain, room, state) VALUES ($1, $2, $3)"
+            " ON CONFLICT (domain, room) DO UPDATE SET state = excluded.state",
+            domain,
+            room,
+            state,
+        )
+
+    async def delete_muc_room(self, domain: str, room: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM muc_history WHERE domain = $1 AND room = $2", domain, room
+            )
+            await tx.execute("DELETE FROM muc_rooms WHERE domain = $1 AND room = $2", domain, room)
+
+    async def add_muc_history(
+        self, domain: str, room: str, key: str, stamp: float, stanza: bytes, keep: int
+    ) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO muc_history (domain, room, msg_key, stamp, stanza)"
+                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (domain, room, msg_key) DO NOTHING",
+                domain,
+                room,
+                key,
+                stamp,
+                bytes(stanza),
+            )
+            # the room's last ``keep`` messages stay
+            await tx.execute(
+                "DELETE FROM muc_history WHERE domain = $1 AND room = $2 AND id NOT IN"
+                " (SELECT id FROM muc_history WHERE domain = $1 AND room = $2"
+                " ORDER BY id DESC LIMIT $3)",
+                domain,
+                room,
+                max(keep, 0),
+            )
+
+    async def get_muc_history(self, domain: str, room: str) -> list[tuple[float, bytes]]:
+        rows = await self.db.fetch(
+            "SELECT stamp, stanza FROM muc_history WHERE domain = $1 AND room = $2 ORDER BY id",
+            domain,
+            room,
+        )
+        return [(float(r[0]), bytes(r[1])) for r in rows]
+
     # -------------------------------------------------------------------- blocking
 
     async def get_blocklist(self, host: str, username: str) -> list[str]:

@@ -28,6 +28,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 XMPPD_SERVICES = {
     "storage": "storage",
     "presence": "presence",
+    "muc": "muc",
     "router1": "router",
     "router2": "router",
     "edge1": "edge",
@@ -89,7 +90,7 @@ def test_healthchecks_and_start_order(model: dict[str, Any]) -> None:
         test = " ".join(services[name]["healthcheck"]["test"])
         assert "9100/readyz" in test, name
         if role in ("edge", "admin"):
-            for backend in ("router1", "router2", "presence", "storage"):
+            for backend in ("router1", "router2", "presence", "muc", "storage"):
                 assert deps[backend] == "service_healthy", f"{name} waits for {backend}"
     for name in ("postgres", "redis", "prometheus"):
         assert services[name]["healthcheck"]["test"], name
@@ -107,8 +108,9 @@ def test_environment(model: dict[str, Any]) -> None:
         routers = env["XMPPD_ROUTER_ADDRS"].split(",")
         assert routers == ["router1:50052", "router2:50052"]
         assert env["XMPPD_PRESENCE_ADDRS"] == "presence:50053"
+        assert env["XMPPD_MUC_ADDRS"] == "muc:50055"
         assert env["XMPPD_STORAGE_ADDRS"] == "storage:50054"
-    ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054}
+    ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
     for name, role in XMPPD_SERVICES.items():
         env = services[name]["environment"]
         assert env["XMPPD_NODE_ID"] == name
@@ -120,11 +122,12 @@ def test_environment(model: dict[str, Any]) -> None:
 
 
 def test_processes_get_settings_the_loader_accepts(model: dict[str, Any]) -> None:
-    ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054}
+    ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
     for name, role in XMPPD_SERVICES.items():
         settings = settings_from_env(model["services"][name]["environment"])
         assert settings.router_addrs == ["router1:50052", "router2:50052"]
         assert settings.presence_addrs == ["presence:50053"]
+        assert settings.muc_addrs == ["muc:50055"]
         assert settings.storage_addrs == ["storage:50054"]
         assert settings.database_url.startswith("postgresql://")
         assert settings.ops_port == 9100
@@ -133,6 +136,21 @@ def test_processes_get_settings_the_loader_accepts(model: dict[str, Any]) -> Non
         if role == "admin":
             assert settings.admin_host == "0.0.0.0" and settings.admin_port == 8080
             assert any("admin" in s for s in admin_token_scopes(settings).values())
+
+
+def test_one_muc_process(model: dict[str, Any]) -> None:
+    """The rooms live in the muc process's memory: exactly one runs, and the
+    address every process is given is its gRPC listener."""
+    services = model["services"]
+    mucs = [n for n, svc in services.items() if svc.get("command") == ["xmppd", "muc"]]
+    assert mucs == ["muc"]
+    muc = services["muc"]
+    assert muc.get("deploy", {}).get("replicas", 1) == 1
+    listen = muc["environment"]["XMPPD_GRPC_LISTEN"]
+    assert listen == "0.0.0.0:50055"
+    for name in XMPPD_SERVICES:
+        addr = services[name]["environment"]["XMPPD_MUC_ADDRS"]
+        assert addr == f"muc:{listen.rsplit(':', 1)[1]}", name
 
 
 def test_published_ports(model: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ from .tooling import (
 Obj = dict[str, Any]
 OPERATOR_GROUP = "monitoring.coreos.com/"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
-GRPC_PORTS = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054}
+GRPC_PORTS = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
 
 
 def kinds(objs: list[Obj], kind: str) -> list[Obj]:
@@ -322,6 +322,7 @@ def test_per_process_settings(overlay: str, built: dict[str, list[Obj]]) -> None
     for key, role in (
         ("XMPPD_ROUTER_ADDRS", "router"),
         ("XMPPD_PRESENCE_ADDRS", "presence"),
+        ("XMPPD_MUC_ADDRS", "muc"),
         ("XMPPD_STORAGE_ADDRS", "storage"),
     ):
         for addr in config[key].split(","):
@@ -377,6 +378,7 @@ def test_processes_get_settings_the_loader_accepts(
         assert settings.log_json is True
         assert settings.router_addrs == ["xmppd-router:50052"]
         assert settings.presence_addrs == ["xmppd-presence:50053"]
+        assert settings.muc_addrs == ["xmppd-muc:50055"]
         assert settings.storage_addrs == ["xmppd-storage:50054"]
         if role in GRPC_PORTS:
             assert settings.grpc_listen == f"0.0.0.0:{GRPC_PORTS[role]}"
@@ -575,6 +577,87 @@ def test_disruption_budgets_cover_replicated_services(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_muc_runs_as_one_replica_replaced_not_rolled(
+    overlay: str, built: dict[str, list[Obj]]
+) -> None:
+    """The rooms live in the muc process's memory: never two muc pods at once
+    (no second replica, no rolling update's surge pod, no autoscaler)."""
+    objs = built[overlay]
+    muc = named(objs, "Deployment", "xmppd-muc")
+    assert muc["spec"]["replicas"] == 1
+    assert muc["spec"]["strategy"] == {"type": "Recreate"}
+    for hpa in kinds(objs, "HorizontalPodAutoscaler"):
+        assert hpa["spec"]["scaleTargetRef"]["name"] != "xmppd-muc"
+    labels = muc["spec"]["template"]["metadata"]["labels"]
+    for pdb in kinds(objs, "PodDisruptionBudget"):
+        # with one replica a budget could only block node drains
+        assert not label_selector_matches(pdb["spec"]["selector"], labels), pdb["metadata"]
+    (c,) = muc["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["xmppd", "muc"]
+    assert container_ports(muc["spec"]["template"]["spec"])["grpc"] == GRPC_PORTS["muc"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_process_reaches_the_muc_service(overlay: str, built: dict[str, list[Obj]]) -> None:
+    """Every xmppd process (each role, and the migration Job) is given
+    XMPPD_MUC_ADDRS naming the muc Service's gRPC port, which selects the
+    muc pods and reaches their gRPC container port; the NetworkPolicies let
+    the callers (router, presence, edge, admin) through to that port."""
+    objs = built[overlay]
+    svc = named(objs, "Service", "xmppd-muc")
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "muc"
+    assert svc["spec"].get("clusterIP") == "None"
+    (grpc,) = [p for p in svc["spec"]["ports"] if p["name"] == "grpc"]
+    muc = named(objs, "Deployment", "xmppd-muc")
+    assert selects(svc["spec"]["selector"], muc["spec"]["template"]["metadata"]["labels"])
+    target = container_ports(muc["spec"]["template"]["spec"])[grpc["targetPort"]]
+    assert target == GRPC_PORTS["muc"]
+    seen = set()
+    for obj, spec in pod_specs(objs):
+        if obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "xmppd":
+            continue
+        (container,) = spec["containers"]
+        env = process_environment(objs, container)
+        name = obj["metadata"]["name"]
+        assert env.get("XMPPD_MUC_ADDRS") == f"xmppd-muc:{grpc['port']}", name
+        assert settings_from_env(env).muc_addrs == [f"xmppd-muc:{grpc['port']}"], name
+        seen.add(obj["metadata"]["labels"].get("app.kubernetes.io/component"))
+    assert set(ROLES) <= seen
+    policies = kinds(objs, "NetworkPolicy")
+    muc_labels = muc["spec"]["template"]["metadata"]["labels"]
+    for caller in ("router", "presence", "edge", "admin"):
+        d = named(objs, "Deployment", f"xmppd-{caller}")
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        out = any(
+            label_selector_matches(p["spec"]["podSelector"], labels)
+            and any(
+                target in _ports(rule)
+                and any(
+                    label_selector_matches(peer.get("podSelector") or {}, muc_labels)
+                    and "namespaceSelector" not in peer
+                    for peer in rule.get("to", [])
+                )
+                for rule in p["spec"].get("egress", [])
+            )
+            for p in policies
+        )
+        into = any(
+            label_selector_matches(p["spec"]["podSelector"], muc_labels)
+            and any(
+                target in _ports(rule)
+                and any(
+                    label_selector_matches(peer.get("podSelector") or {}, labels)
+                    and "namespaceSelector" not in peer
+                    for peer in rule.get("from", [])
+                )
+                for rule in p["spec"].get("ingress", [])
+            )
+            for p in policies
+        )
+        assert out and into, f"{caller} -> muc:{target} allowed by the NetworkPolicies"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_monitor_scrapes_every_process(overlay: str, built: dict[str, list[Obj]]) -> None:
     objs = built[overlay]
     (sm,) = kinds(objs, "ServiceMonitor")
@@ -714,7 +797,7 @@ def test_network_policies(overlay: str, built: dict[str, list[Obj]]) -> None:
         assert from_ingress == expected_from_ingress.get(role, set()), role
         if labels.get("app.kubernetes.io/part-of") == "xmppd":
             assert {53, 5432, 6379, *GRPC_PORTS.values()} <= egress, role
-            assert egress <= {53, 5432, 6379, *range(50051, 50055)}, role
+            assert egress <= {53, 5432, 6379, *range(50051, 50056)}, role
 
 
 def test_kustomizations_reference_existing_files() -> None:

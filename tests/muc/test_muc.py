@@ -18,8 +18,8 @@ ROOM = "lobby@conference.localhost"
 PLUGINS = ("xep_0030", "xep_0199", "xep_0045", "xep_0004")
 
 
-async def _client(connect: Any, who: str) -> Any:
-    c = await connect(f"{who}@localhost/r", plugins=PLUGINS)
+async def _client(connect: Any, who: str, srv: Any = None) -> Any:
+    c = await connect(f"{who}@localhost/r", plugins=PLUGINS, srv=srv)
     # every <presence/> as it arrives: slixmpp raises no "presence" event for
     # some occupant presences (its roster logic), the queue must see them all
     c.muc_presences = asyncio.Queue()
@@ -362,3 +362,38 @@ async def test_occupant_whose_session_ends_leaves_the_room(connect: Any) -> None
         alice, lambda p: str(p["from"]) == f"{ROOM}/bob" and p["type"] == "unavailable", timeout=10
     )
     assert p["type"] == "unavailable"
+
+
+@pytest.mark.embedded_only
+async def test_persistent_room_survives_a_restart(server_factory: Any, connect: Any) -> None:
+    """Configuration, affiliations and history of a persistent room are kept
+    in the database (XEP-0045 10.1.3); a temporary room is not."""
+    from tests.conftest import add_user
+
+    srv = await server_factory()
+    for name in ("alice", "bob", "carol"):
+        await add_user(srv, name)
+    alice = await _client(connect, "alice", srv)
+    await _instant_room(alice, persistentroom=True, membersonly=True, roomname="Kept")
+    await alice.plugin["xep_0045"].set_affiliation(ROOM, "member", jid="bob@localhost")
+    for body in ("one", "two"):
+        alice.send_message(mto=ROOM, mbody=body, mtype="groupchat")
+        await _body(alice, body)
+    temporary = ROOM.replace("@", "-temp@")
+    await _instant_room(alice, room=temporary, nick="owner")
+    await srv.stop()
+
+    srv2 = await server_factory()  # the same data folder
+    bob = await _client(connect, "bob", srv2)
+    joined = await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=10, timeout=10)
+    assert [m["body"] for m in joined[3]] == ["one", "two"]
+    info = await bob.plugin["xep_0030"].get_info(jid=ROOM)
+    assert {"muc_persistent", "muc_membersonly"} <= set(info["disco_info"]["features"])
+    carol = await _client(connect, "carol", srv2)
+    with pytest.raises(PresenceError) as exc:
+        await carol.plugin["xep_0045"].join_muc_wait(ROOM, "carol", timeout=10)
+    assert exc.value.condition == "registration-required"
+    items = await carol.plugin["xep_0030"].get_items(jid="conference.localhost")
+    assert [(i[0], i[2]) for i in items["disco_items"]["items"]] == [(ROOM, "Kept")]
+    carol.send_message(mto=temporary, mbody="x", mtype="groupchat")
+    assert (await _error(carol))["error"]["condition"] == "item-not-found"

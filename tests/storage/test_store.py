@@ -494,3 +494,26 @@ async def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
         assert await store.get_last_activity(H, "alice") == LastActivity(9.0, "away")
     finally:
         await store.close()
+
+
+async def test_muc_rooms_and_history(store: Store) -> None:
+    D = "conference.localhost"
+    assert await store.get_muc_room(D, "lobby") is None
+    await store.put_muc_room(D, "lobby", '{"v":1}')
+    await store.put_muc_room(D, "lobby", '{"v":2}')  # an upsert: one row
+    await store.put_muc_room(D, "attic", '{"v":1}')
+    await store.put_muc_room("conference.other", "lobby", '{"v":9}')
+    assert await store.get_muc_room(D, "lobby") == '{"v":2}'
+    assert await store.muc_rooms(D) == [("attic", '{"v":1}'), ("lobby", '{"v":2}')]
+    for i in range(5):
+        await store.add_muc_history(D, "lobby", f"k{i}", 100.0 + i, b"<m%d/>" % i, keep=3)
+    # a retried store (the same key) keeps one row
+    await store.add_muc_history(D, "lobby", "k4", 104.0, b"<m4/>", keep=3)
+    assert await store.get_muc_history(D, "lobby") == [
+        (102.0, b"<m2/>"), (103.0, b"<m3/>"), (104.0, b"<m4/>"),
+    ]  # fmt: skip
+    await store.delete_muc_room(D, "lobby")
+    assert await store.get_muc_room(D, "lobby") is None
+    assert await store.get_muc_history(D, "lobby") == []
+    assert await store.get_muc_room("conference.other", "lobby") == '{"v":9}'
+    await store.delete_muc_room(D, "lobby")  # deleting again is harmless
