@@ -597,6 +597,31 @@ def test_muc_runs_as_one_replica_replaced_not_rolled(
     assert container_ports(muc["spec"]["template"]["spec"])["grpc"] == GRPC_PORTS["muc"]
 
 
+def _allowed(
+    policies: list[dict[str, Any]],
+    pod: dict[str, str],
+    peer_labels: dict[str, str],
+    port: int,
+    direction: str,
+    peers: str,
+) -> bool:
+    """Does a policy selecting ``pod`` allow ``direction`` traffic on ``port``
+    with pods labelled ``peer_labels`` in this namespace?"""
+    return any(
+        label_selector_matches(p["spec"]["podSelector"], pod)
+        and any(
+            port in _ports(rule)
+            and any(
+                label_selector_matches(peer.get("podSelector") or {}, peer_labels)
+                and "namespaceSelector" not in peer
+                for peer in rule.get(peers, [])
+            )
+            for rule in p["spec"].get(direction, [])
+        )
+        for p in policies
+    )
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_process_reaches_the_muc_service(overlay: str, built: dict[str, list[Obj]]) -> None:
     """Every xmppd process (each role, and the migration Job) is given
@@ -628,32 +653,8 @@ def test_every_process_reaches_the_muc_service(overlay: str, built: dict[str, li
     for caller in ("router", "presence", "edge", "admin"):
         d = named(objs, "Deployment", f"xmppd-{caller}")
         labels = d["spec"]["template"]["metadata"]["labels"]
-        out = any(
-            label_selector_matches(p["spec"]["podSelector"], labels)
-            and any(
-                target in _ports(rule)
-                and any(
-                    label_selector_matches(peer.get("podSelector") or {}, muc_labels)
-                    and "namespaceSelector" not in peer
-                    for peer in rule.get("to", [])
-                )
-                for rule in p["spec"].get("egress", [])
-            )
-            for p in policies
-        )
-        into = any(
-            label_selector_matches(p["spec"]["podSelector"], muc_labels)
-            and any(
-                target in _ports(rule)
-                and any(
-                    label_selector_matches(peer.get("podSelector") or {}, labels)
-                    and "namespaceSelector" not in peer
-                    for peer in rule.get("from", [])
-                )
-                for rule in p["spec"].get("ingress", [])
-            )
-            for p in policies
-        )
+        out = _allowed(policies, labels, muc_labels, target, "egress", "to")
+        into = _allowed(policies, muc_labels, labels, target, "ingress", "from")
         assert out and into, f"{caller} -> muc:{target} allowed by the NetworkPolicies"
 
 
