@@ -107,7 +107,7 @@ class EmbeddedServer:
             components=components,
         )
         # group chat of each host (XEP-0045): rooms in this process
-        for domain, service in muc_services(s).items():
+        for domain, service in muc_services(s, metrics).items():
             self.router.domains.register(domain, "Chatrooms", service)
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.edge = edge = EdgeServer(

@@ -175,9 +175,9 @@ async def _router_core(
     if role != "muc":
         # group chat domains go to the muc role (which registers its own rooms)
         from ..cluster.muc_rpc import MucClient
-        from ..muc.service import MucDomain, muc_services
+        from ..muc.service import MucDomain, muc_domains
 
-        domains = list(muc_services(settings))
+        domains = muc_domains(settings)
         if domains:
             rooms = MucDomain(MucClient(settings.muc_addrs, channels))
             for domain in domains:
@@ -241,7 +241,7 @@ async def run_muc(settings: Settings) -> None:
 
     metrics = _metrics()
     router, registry, directory, _, bus = await _router_core(settings, "muc", metrics)
-    services = muc_services(settings)
+    services = muc_services(settings, metrics)
     for domain, service in services.items():
         router.domains.register(domain, "Chatrooms", service)
     host = MucHost(router, services)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from ..core.feature import Context
     from ..core.muc import Muc
     from ..platform.config import Settings
+    from ..platform.metrics import Metrics
 
 log = logging.getLogger("xmppd.muc")
 
@@ -52,6 +53,7 @@ class MucService:
         max_history: int = 50,
         max_rooms_per_user: int = 100,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.domain = domain
         self.limits = Limits(max_users=max_occupants, max_history=max_history)
@@ -60,6 +62,16 @@ class MucService:
         self.rooms: dict[str, Room] = {}
         #: the key of XEP-0421 occupant ids: stable while the service runs
         self._secret = secrets.token_bytes(16)
+        if metrics is None:
+            from ..platform.metrics import Metrics
+
+            metrics = Metrics()  # a private registry nobody scrapes: no-op
+        metrics.muc_rooms.labels(domain).set_function(lambda: len(self.rooms))
+        metrics.muc_occupants.labels(domain).set_function(
+            lambda: sum(len(r.occupants) for r in self.rooms.values())
+        )
+        self._messages = metrics.muc_messages.labels(domain)
+        self._fanout = metrics.muc_fanout.labels(domain)
 
     async def route(self, ctx: Context, env: Envelope) -> None:
         to, frm = env.to, env.frm
@@ -95,6 +107,9 @@ class MucService:
                 return
             out = self._room_iq(room, env, el)
         await self._save(ctx, room, before, seq)
+        if env.kind == "message" and env.type == "groupchat" and to.resource is None and out:
+            self._messages.inc()
+        self._fanout.inc(len(out))
         for o in out:
             await ctx.send(o)
         if room.destroyed or room.empty:
@@ -278,16 +293,22 @@ class MucDomain:
         await self.muc.route(env.to.bare, env)
 
 
-def muc_services(settings: Settings) -> dict[str, MucService]:
-    """The group chat service of each host (``muc_subdomain``), by domain."""
+def muc_domains(settings: Settings) -> list[str]:
+    """The group chat domain of each host (``muc_subdomain``; none if empty)."""
     if not settings.muc_subdomain:
-        return {}
+        return []
+    return [f"{settings.muc_subdomain}.{host}" for host in settings.hosts]
+
+
+def muc_services(settings: Settings, metrics: Metrics | None = None) -> dict[str, MucService]:
+    """The group chat service of each MUC domain, by domain."""
     return {
-        f"{settings.muc_subdomain}.{host}": MucService(
-            f"{settings.muc_subdomain}.{host}",
+        domain: MucService(
+            domain,
             max_occupants=settings.muc_max_occupants,
             max_history=settings.muc_max_history,
             max_rooms_per_user=settings.muc_max_rooms_per_user,
+            metrics=metrics,
         )
-        for host in settings.hosts
+        for domain in muc_domains(settings)
     }

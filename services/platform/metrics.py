@@ -38,6 +38,10 @@ dashboards and the alert rules:
 ``xmppd_registered_users{host}``            accounts per virtual host (refreshed every few s)
 ``xmppd_online_users``                      distinct users with a bound session (idem)
 ``xmppd_sessions{node}``                    sessions bound on an edge node
+``xmppd_muc_rooms{domain}``                 group chat rooms in memory (the muc role, embedded)
+``xmppd_muc_occupants{domain}``             occupants of those rooms
+``xmppd_muc_messages_total{domain}``        groupchat messages broadcast by rooms
+``xmppd_muc_fanout_total{domain}``          stanzas rooms sent (each copy of a broadcast)
 ``xmppd_edge_up{node}``                     1 for every edge node seen alive
 ==========================================  ==================================================
 
@@ -286,6 +290,18 @@ class Metrics:
         )
         self.edge_up = Gauge(
             "xmppd_edge_up", "1 while the edge node's client listeners are up", ["node"], registry=r
+        )
+        self.muc_rooms = Gauge(
+            "xmppd_muc_rooms", "Group chat rooms in memory", ["domain"], registry=r
+        )
+        self.muc_occupants = Gauge(
+            "xmppd_muc_occupants", "Occupants of the group chat rooms", ["domain"], registry=r
+        )
+        self.muc_messages = Counter(
+            "xmppd_muc_messages", "Groupchat messages broadcast by rooms", ["domain"], registry=r
+        )
+        self.muc_fanout = Counter(
+            "xmppd_muc_fanout", "Stanzas sent by group chat rooms", ["domain"], registry=r
         )
 
         if process if process is not None else exported:

@@ -397,3 +397,22 @@ async def test_persistent_room_survives_a_restart(server_factory: Any, connect: 
     assert [(i[0], i[2]) for i in items["disco_items"]["items"]] == [(ROOM, "Kept")]
     carol.send_message(mto=temporary, mbody="x", mtype="groupchat")
     assert (await _error(carol))["error"]["condition"] == "item-not-found"
+
+
+@pytest.mark.embedded_only
+async def test_metrics(server: Any, connect: Any) -> None:
+    def value(name: str) -> float:
+        v = server.metrics.registry.get_sample_value(name, {"domain": "conference.localhost"})
+        return float(v or 0.0)
+
+    alice = await _client(connect, "alice")
+    bob = await _client(connect, "bob")
+    assert value("xmppd_muc_rooms") == 0
+    await _instant_room(alice)
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", timeout=10)
+    assert value("xmppd_muc_rooms") == 1 and value("xmppd_muc_occupants") == 2
+    fanned = value("xmppd_muc_fanout_total")
+    alice.send_message(mto=ROOM, mbody="count me", mtype="groupchat")
+    await _body(bob, "count me")
+    assert value("xmppd_muc_messages_total") == 1
+    assert value("xmppd_muc_fanout_total") == fanned + 2  # one copy per occupant
