@@ -355,6 +355,46 @@ class HostList(Page):
     hosts: list[HostInfo]
 
 
+class Room(BaseModel):
+    jid: str = Field(description="the room's bare JID")
+    name: str
+    persistent: bool
+    public: bool
+    members_only: bool
+    moderated: bool
+    password_protected: bool
+    occupants: int = Field(description="occupants now (0 for a stored room nobody is in)")
+    affiliations: dict[str, str] = Field(description="bare JID -> owner, admin, member or outcast")
+
+
+class RoomList(Page):
+    rooms: list[Room]
+
+
+class RoomCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"jid": "lobby@conference.localhost", "owner": "alice@localhost"}]
+        },
+    )
+    jid: str = Field(min_length=1, max_length=MAX_JID, description="room@<a group chat domain>")
+    owner: str = Field(min_length=1, max_length=MAX_JID, description="a local account")
+    name: str = Field(default="", max_length=200)
+    members_only: bool = False
+
+
+class RoomDestroyed(BaseModel):
+    jid: str
+    destroyed: bool
+
+
+class AffiliationChange(Strict):
+    affiliation: Literal["owner", "admin", "member", "outcast", "none"]
+    reason: str | None = Field(default=None, max_length=1000)
+
+
 class AuthBlock(BaseModel):
     key: str = Field(description="what DELETE /auth-blocks/{key} takes")
     kind: Literal["ip", "account"] = Field(
@@ -1008,6 +1048,85 @@ def create_app(
     async def list_hosts(c: Ctx, limit: Limit = 100, offset: Offset = 0) -> Any:
         """The served domains (virtual hosts) with their user counts."""
         return await cmd.list_hosts(c, limit=limit, offset=offset)
+
+    # ---- group chat rooms -----------------------------------------------------------
+
+    def room_in_path(c: AdminContext, jid: str) -> str:
+        try:
+            return str(cmd.parse_room(c, jid))
+        except CommandError as exc:
+            raise CommandError("not-found", exc.message) from None
+
+    @op("GET", "/rooms", "read", errors=(422, 503), response_model=RoomList, tags=["rooms"])
+    async def list_rooms(
+        c: Ctx,
+        domain: Annotated[
+            str | None, Query(max_length=1023, description="only this group chat domain")
+        ] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+    ) -> Any:
+        """Group chat rooms: those in use and the stored persistent ones."""
+        return await cmd.list_rooms(c, domain=domain, limit=limit, offset=offset)
+
+    @op(
+        "POST",
+        "/rooms",
+        "write",
+        errors=(400, 409, 413, 422, 503),
+        status_code=201,
+        response_model=Room,
+        tags=["rooms"],
+    )
+    async def create_room(c: Ctx, body: RoomCreate) -> Any:
+        """Create a persistent room with an owner."""
+        return await cmd.create_room(c, body.jid, body.owner, body.name, body.members_only)
+
+    @op("GET", "/rooms/{jid}", "read", errors=(404, 422, 503), response_model=Room, tags=["rooms"])
+    async def get_room(
+        c: Ctx, jid: Annotated[str, Path(description="room@conference.domain")]
+    ) -> Any:
+        """A room's configuration summary, occupants count and affiliations."""
+        return await cmd.get_room(c, room_in_path(c, jid))
+
+    @op(
+        "DELETE",
+        "/rooms/{jid}",
+        "write",
+        errors=(404, 422, 503),
+        response_model=RoomDestroyed,
+        tags=["rooms"],
+    )
+    async def destroy_room(
+        c: Ctx,
+        jid: Annotated[str, Path(description="room@conference.domain")],
+        reason: Annotated[str | None, Query(max_length=1000)] = None,
+    ) -> Any:
+        """Destroy a room; its occupants are told (XEP-0045 10.9)."""
+        return await cmd.destroy_room(c, room_in_path(c, jid), reason=reason)
+
+    @op(
+        "PUT",
+        "/rooms/{jid}/affiliations/{user}",
+        "write",
+        errors=(400, 404, 413, 422, 503),
+        response_model=Room,
+        tags=["rooms"],
+    )
+    async def set_room_affiliation(
+        c: Ctx,
+        jid: Annotated[str, Path(description="room@conference.domain")],
+        user: Annotated[str, Path(description="a bare JID, local or not")],
+        body: AffiliationChange,
+    ) -> Any:
+        """Set a JID's affiliation with the room; occupants affected are told."""
+        try:
+            who = str(cmd.parse_jid(user).bare)
+        except CommandError as exc:
+            raise CommandError("not-found", exc.message) from None
+        return await cmd.set_room_affiliation(
+            c, room_in_path(c, jid), who, body.affiliation, body.reason
+        )
 
     # ---- password-guessing blocks ------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from ..core.muc import AFFILIATIONS, Muc, RoomSummary
 from ..core.routing import Edges, Session, SessionRegistry
 from ..core.storage import RosterItem, Storage
 from ..features.vcard import MAX_VCARD_BYTES
@@ -95,6 +96,9 @@ class AdminContext:
     stanza_count: Callable[[], int] | None = None
     #: the edges' failed-login and registration counts (blocked addresses); None: not running
     throttle: AuthThrottle | None = None
+    #: the group chat service (in-process or the muc role) and its domains
+    muc: Muc | None = None
+    muc_domains: list[str] = field(default_factory=list)
     jobs: JobManager = field(default_factory=JobManager)
     clock: Callable[[], float] = time.monotonic
     _samples: collections.deque[tuple[float, int]] = field(
@@ -753,7 +757,110 @@ async def list_hosts(
     }
 
 
+# ---- group chat rooms (XEP-0045) ---------------------------------------------------
+
+
+def _muc(ctx: AdminContext) -> Muc:
+    if ctx.muc is None:
+        raise CommandError("not-running", "the group chat service is not running")
+    return ctx.muc
+
+
+def parse_room(ctx: AdminContext, jid: str) -> JID:
+    """A room's bare JID on one of this server's group chat domains."""
+    j = parse_jid(jid, "room JID")
+    if j.local is None or j.resource is not None:
+        raise CommandError("bad-jid", "expected room@conference.domain")
+    if j.domain not in ctx.muc_domains:
+        raise CommandError("unknown-host", f"{j.domain} is not a group chat service here")
+    return j
+
+
+def _room_row(r: RoomSummary) -> dict[str, Any]:
+    return {
+        "jid": str(r.jid),
+        "name": r.name,
+        "persistent": r.persistent,
+        "public": r.public,
+        "members_only": r.members_only,
+        "moderated": r.moderated,
+        "password_protected": r.password_protected,
+        "occupants": r.occupants,
+        "affiliations": dict(r.affiliations),
+    }
+
+
+async def list_rooms(
+    ctx: AdminContext, domain: str | None = None, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
+    """Group chat rooms (in memory, and the stored persistent ones), by JID."""
+    muc = _muc(ctx)
+    domains = ctx.muc_domains
+    if domain is not None:
+        if domain.strip().lower() not in ctx.muc_domains:
+            raise CommandError("unknown-host", f"{domain} is not a group chat service here")
+        domains = [domain.strip().lower()]
+    rows = [_room_row(r) for d in domains for r in await muc.rooms(d)]
+    rows.sort(key=lambda r: str(r["jid"]))
+    return {"rooms": _page(rows, limit, offset), "total": len(rows), "limit": limit,
+            "offset": max(0, offset)}  # fmt: skip
+
+
+async def get_room(ctx: AdminContext, jid: str) -> dict[str, Any]:
+    room = parse_room(ctx, jid)
+    summary = await _muc(ctx).room(room)
+    if summary is None:
+        raise CommandError("not-found", f"no room {room}")
+    return _room_row(summary)
+
+
+async def create_room(
+    ctx: AdminContext, jid: str, owner: str, name: str = "", members_only: bool = False
+) -> dict[str, Any]:
+    """Create a persistent room owned by a local user."""
+    room = parse_room(ctx, jid)
+    who = parse_user(ctx, owner)
+    if len(name) > 200:
+        raise CommandError("bad-text", "a room name is at most 200 characters")
+    if not await _muc(ctx).create_room(room, who, name, members_only):
+        raise CommandError("exists", f"{room} exists")
+    return await get_room(ctx, str(room))
+
+
+async def destroy_room(
+    ctx: AdminContext, jid: str, reason: str | None = None, alternate: str | None = None
+) -> dict[str, Any]:
+    """Destroy a room; its occupants are told (with the alternate venue, if any)."""
+    room = parse_room(ctx, jid)
+    alt = parse_jid(alternate, "alternate room") if alternate else None
+    if not await _muc(ctx).destroy_room(room, reason, alt):
+        raise CommandError("not-found", f"no room {room}")
+    return {"jid": str(room), "destroyed": True}
+
+
+async def set_room_affiliation(
+    ctx: AdminContext, jid: str, user: str, affiliation: str, reason: str | None = None
+) -> dict[str, Any]:
+    """Set a JID's affiliation with a room (owner, admin, member, outcast, none)."""
+    room = parse_room(ctx, jid)
+    who = parse_jid(user, "JID").bare
+    if affiliation not in AFFILIATIONS:
+        raise CommandError("bad-request", f"affiliation is one of {', '.join(AFFILIATIONS)}")
+    try:
+        done = await _muc(ctx).set_affiliation(room, who, affiliation, reason)
+    except StanzaError as exc:
+        raise CommandError("bad-request", exc.text or exc.condition.value) from None
+    if not done:
+        raise CommandError("not-found", f"no room {room}")
+    return await get_room(ctx, str(room))
+
+
 COMMANDS = {
+    "list_rooms": list_rooms,
+    "get_room": get_room,
+    "create_room": create_room,
+    "destroy_room": destroy_room,
+    "set_room_affiliation": set_room_affiliation,
     "add_user": add_user,
     "get_user": get_user,
     "delete_user": delete_user,

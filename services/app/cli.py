@@ -36,6 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("sessions", help="list online sessions (server must run)")
     p = sub.add_parser("kick", help="disconnect a user's sessions (server must run)")
     p.add_argument("jid")
+    p = sub.add_parser("rooms", help="list group chat rooms (server must run)")
+    p.add_argument("--domain", help="only this group chat domain")
+    p = sub.add_parser("room-create", help="create a persistent room (server must run)")
+    p.add_argument("jid", help="room@conference.domain")
+    p.add_argument("owner", help="a local account")
+    p.add_argument("--name", default="")
+    p.add_argument("--members-only", action="store_true")
+    p = sub.add_parser("room-destroy", help="destroy a room (server must run)")
+    p.add_argument("jid")
+    p.add_argument("--reason")
+    p = sub.add_parser("room-affiliation", help="set a JID's affiliation with a room")
+    p.add_argument("jid", help="room@conference.domain")
+    p.add_argument("user", help="a bare JID")
+    p.add_argument("affiliation", choices=["owner", "admin", "member", "outcast", "none"])
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("config-doc", help="print the settings table (Markdown)")
     sub.add_parser("features", help="print the implemented XEPs (Markdown)")
@@ -116,6 +130,21 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
             call = ("list_users", {"search": args.search})
         elif args.cmd == "sessions":
             call = ("list_sessions", {})
+        elif args.cmd == "rooms":
+            call = ("list_rooms", {"domain": args.domain})
+        elif args.cmd == "room-create":
+            call = (
+                "create_room",
+                {"jid": args.jid, "owner": args.owner, "name": args.name,
+                 "members_only": args.members_only},
+            )  # fmt: skip
+        elif args.cmd == "room-destroy":
+            call = ("destroy_room", {"jid": args.jid, "reason": args.reason})
+        elif args.cmd == "room-affiliation":
+            call = (
+                "set_room_affiliation",
+                {"jid": args.jid, "user": args.user, "affiliation": args.affiliation},
+            )
         else:
             call = ("kick_user", {"jid": args.jid})
     except commands.CommandError as exc:
@@ -135,6 +164,10 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
     elif "users" in result:
         for u in result["users"]:
             print(u["jid"] + ("\t(disabled)" if u["disabled"] else ""))
+    elif "rooms" in result:
+        for r in result["rooms"]:
+            kind = "persistent" if r["persistent"] else "temporary"
+            print(f"{r['jid']}\t{r['name']}\t{kind}\toccupants={r['occupants']}")
     elif "kicked" in result:
         print(f"kicked {result['kicked']} session(s)")
     else:

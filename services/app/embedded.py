@@ -24,7 +24,7 @@ from ..core.feature import FeatureSet
 from ..core.routing import LocalEdges
 from ..edge.server import EdgeServer
 from ..features.catalog import load_configured
-from ..muc.service import muc_services
+from ..muc.service import MucHost, muc_services
 from ..platform.config import Settings, StartupError
 from ..platform.db import Database, timed_database
 from ..platform.metrics import KINDS, Metrics, ServerStats
@@ -107,7 +107,8 @@ class EmbeddedServer:
             components=components,
         )
         # group chat of each host (XEP-0045): rooms in this process
-        for domain, service in muc_services(s, metrics).items():
+        muc = muc_services(s, metrics)
+        for domain, service in muc.items():
             self.router.domains.register(domain, "Chatrooms", service)
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.edge = edge = EdgeServer(
@@ -134,6 +135,8 @@ class EmbeddedServer:
             self.router.edges,
             router=self.router,
             throttle=edge.throttle,
+            muc=MucHost(self.router, muc),
+            muc_domains=list(muc),
             stanza_count=lambda: int(
                 sum(
                     metrics.registry.get_sample_value("xmppd_stanzas_in_total", {"kind": k}) or 0

@@ -425,11 +425,21 @@ async def run_admin(settings: Settings) -> None:
     from ..admin.commands import AdminContext
 
     metrics = _metrics()
-    router, registry, directory, _channels, bus = await _router_core(settings, "admin", metrics)
+    from ..cluster.muc_rpc import MucClient
+    from ..muc.service import muc_domains
+
+    router, registry, directory, channels, bus = await _router_core(settings, "admin", metrics)
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
     throttle = RedisThrottle(registry.redis, settings.redis_prefix, Limits.from_settings(settings))
     ctx = AdminContext(
-        router.storage, settings.hosts, registry, directory, router=router, throttle=throttle
+        router.storage,
+        settings.hosts,
+        registry,
+        directory,
+        router=router,
+        throttle=throttle,
+        muc=MucClient(settings.muc_addrs, channels),
+        muc_domains=muc_domains(settings),
     )
     api = ApiServer(create_app(lambda: ctx, load_tokens(settings)))
     port = await api.start(

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
+from ..core.muc import RoomSummary
 from ..core.routing import Envelope, Session
 from ..core.storage import Account, LastActivity, OfflineMessage, RosterItem, ScramCredentials
 from ..xmpp.jid import JID
@@ -26,6 +27,7 @@ _TYPES: dict[str, type[Any]] = {
         OfflineMessage,
         RosterItem,
         ScramCredentials,
+        RoomSummary,
     )
 }
 

@@ -5,7 +5,7 @@ MucHost."""
 
 from __future__ import annotations
 
-from ..core.muc import Muc
+from ..core.muc import Muc, RoomSummary
 from ..core.routing import Envelope
 from ..xmpp.jid import JID
 from .rpc import CallServicer, ContractClient
@@ -16,6 +16,13 @@ __all__ = ["MUC_IDEMPOTENT", "MucClient", "MucServicer"]
 MUC_IDEMPOTENT: dict[str, bool] = {
     # a stanza to a room is broadcast: twice would be said twice
     "route": False,
+    "rooms": True,
+    "room": True,
+    # each answers False the second time: the first call's effect is kept,
+    # but the answer would say otherwise
+    "create_room": False,
+    "destroy_room": False,
+    "set_affiliation": True,  # sets a value; occupants may be told twice
 }
 
 
@@ -36,6 +43,23 @@ class MucClient(ContractClient):
 
     async def route(self, room: JID, env: Envelope) -> None:
         return await self._call(Muc.route, room, env)
+
+    async def rooms(self, domain: str) -> list[RoomSummary]:
+        return await self._call(Muc.rooms, domain)
+
+    async def room(self, room: JID) -> RoomSummary | None:
+        return await self._call(Muc.room, room)
+
+    async def create_room(self, room: JID, owner: JID, name: str, members_only: bool) -> bool:
+        return await self._call(Muc.create_room, room, owner, name, members_only)
+
+    async def destroy_room(self, room: JID, reason: str | None, alternate: JID | None) -> bool:
+        return await self._call(Muc.destroy_room, room, reason, alternate)
+
+    async def set_affiliation(
+        self, room: JID, jid: JID, affiliation: str, reason: str | None
+    ) -> bool:
+        return await self._call(Muc.set_affiliation, room, jid, affiliation, reason)
 
 
 #: mypy proves the client implements the contract, method for method

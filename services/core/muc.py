@@ -5,12 +5,32 @@ implement it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..xmpp.jid import JID
 from .routing import Envelope
 
-__all__ = ["Muc"]
+__all__ = ["AFFILIATIONS", "Muc", "RoomSummary"]
+
+#: XEP-0045 affiliations, "none" meaning no affiliation
+AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
+
+
+@dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """One room as operators see it (the admin API, ``xmppctl rooms``)."""
+
+    jid: JID
+    name: str = ""
+    persistent: bool = False
+    public: bool = True
+    members_only: bool = False
+    moderated: bool = False
+    password_protected: bool = False
+    occupants: int = 0
+    #: bare JID -> affiliation (owner, admin, member, outcast)
+    affiliations: dict[str, str] = field(default_factory=dict)
 
 
 class Muc(Protocol):
@@ -18,4 +38,27 @@ class Muc(Protocol):
         """A stanza to ``room`` (a room's bare JID, or the service's domain
         for the service itself); a StanzaError raised is bounced to the
         sender, from the address the stanza was sent to."""
+        ...
+
+    # ---- administration (the admin API and xmppctl) ----
+
+    async def rooms(self, domain: str) -> list[RoomSummary]:
+        """The rooms of a MUC domain: those in memory and the stored persistent ones."""
+        ...
+
+    async def room(self, room: JID) -> RoomSummary | None: ...
+
+    async def create_room(self, room: JID, owner: JID, name: str, members_only: bool) -> bool:
+        """Create a persistent room owned by ``owner``; False if it exists."""
+        ...
+
+    async def destroy_room(self, room: JID, reason: str | None, alternate: JID | None) -> bool:
+        """Destroy a room (its occupants are told, XEP-0045 10.9); False if none."""
+        ...
+
+    async def set_affiliation(
+        self, room: JID, jid: JID, affiliation: str, reason: str | None
+    ) -> bool:
+        """Set a bare JID's affiliation as the service (no owner's rights
+        needed; occupants are told as for an owner's change); False: no room."""
         ...

@@ -610,6 +610,13 @@ class Room:
         target.role = role
         return self._broadcast_presence(target)
 
+    def apply_affiliation(
+        self, item: etree._Element, reason: str | None, actor: str | None
+    ) -> list[etree._Element]:
+        """Apply an affiliation change already allowed (the service's own
+        administration skips the owner's checks)."""
+        return self._apply_affiliation(item, reason, actor)
+
     def _apply_affiliation(
         self, item: etree._Element, reason: str | None, actor: str | None
     ) -> list[etree._Element]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from ..core.muc import AFFILIATIONS, RoomSummary
 from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp import stanza as st
@@ -180,6 +181,67 @@ class MucService:
             secret=self._secret,
         )
 
+    # ---- administration (MucHost) ---------------------------------------------------
+
+    async def summaries(self, ctx: Context) -> list[RoomSummary]:
+        out: dict[str, RoomSummary] = {}
+        for local, state in await ctx.storage.muc_rooms(self.domain):
+            room = self._new_room(JID.make(local, self.domain))
+            persist.apply_state(room, state)
+            out[local] = summary_of(room)
+        for local, room in self.rooms.items():
+            out[local] = summary_of(room)
+        return [out[k] for k in sorted(out)]
+
+    async def summary(self, ctx: Context, local: str) -> RoomSummary | None:
+        room = self.rooms.get(local) or await self._load(ctx, local)
+        return summary_of(room) if room is not None else None
+
+    async def create_room(
+        self, ctx: Context, local: str, owner: JID, name: str, members_only: bool
+    ) -> bool:
+        if local in self.rooms or await ctx.storage.get_muc_room(self.domain, local) is not None:
+            return False
+        room = self._new_room(JID.make(local, self.domain))
+        room.affiliations = {str(owner.bare): "owner"}
+        room.config.name = name
+        room.config.persistent = True
+        room.config.members_only = members_only
+        await ctx.storage.put_muc_room(self.domain, local, persist.state_of(room))
+        return True
+
+    async def destroy_room(
+        self, ctx: Context, local: str, reason: str | None, alternate: JID | None
+    ) -> bool:
+        room = self.rooms.get(local) or await self._load(ctx, local)
+        if room is None:
+            return False
+        before, seq = persist.state_of(room), room.history_seq
+        out = room.destroy(str(alternate) if alternate is not None else None, reason)
+        await self._save(ctx, room, before, seq)
+        self.rooms.pop(local, None)
+        for o in out:
+            await ctx.send(o)
+        return True
+
+    async def set_affiliation(
+        self, ctx: Context, local: str, jid: JID, affiliation: str, reason: str | None
+    ) -> bool:
+        room = self.rooms.get(local) or await self._load(ctx, local)
+        if room is None:
+            return False
+        if affiliation not in AFFILIATIONS:
+            raise StanzaError(StanzaCondition.BAD_REQUEST, "not an affiliation")
+        before, seq = persist.state_of(room), room.history_seq
+        item = etree.Element(q(MUC_ADMIN, "item"), affiliation=affiliation, jid=str(jid.bare))
+        out = room.apply_affiliation(item, reason, None)
+        await self._save(ctx, room, before, seq)
+        if room.empty:
+            self.rooms.pop(local, None)  # a persistent room comes back from storage
+        for o in out:
+            await ctx.send(o)
+        return True
+
     # ---- IQs -----------------------------------------------------------------------
 
     def _room_iq(self, room: Room, env: Envelope, el: etree._Element) -> list[etree._Element]:
@@ -260,6 +322,21 @@ class MucService:
         raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
 
 
+def summary_of(room: Room) -> RoomSummary:
+    c = room.config
+    return RoomSummary(
+        jid=room.jid,
+        name=c.name,
+        persistent=c.persistent,
+        public=c.public,
+        members_only=c.members_only,
+        moderated=c.moderated,
+        password_protected=bool(c.password),
+        occupants=len(room.occupants),
+        affiliations=dict(sorted(room.affiliations.items())),
+    )
+
+
 def _result(iq: etree._Element, env: Envelope, payload: etree._Element | None) -> etree._Element:
     r = st.make("iq", to=env.frm, frm=env.to, type_="result", id_=iq.get("id"))
     if payload is not None:
@@ -275,11 +352,43 @@ class MucHost:
         self.ctx = ctx
         self.services = services
 
-    async def route(self, room: JID, env: Envelope) -> None:
-        service = self.services.get(room.domain)
+    def _service(self, domain: str) -> MucService:
+        service = self.services.get(domain)
         if service is None:
             raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, "no such group chat service")
-        await service.route(self.ctx, env)
+        return service
+
+    async def route(self, room: JID, env: Envelope) -> None:
+        await self._service(room.domain).route(self.ctx, env)
+
+    async def rooms(self, domain: str) -> list[RoomSummary]:
+        return await self._service(domain).summaries(self.ctx)
+
+    async def room(self, room: JID) -> RoomSummary | None:
+        return await self._service(room.domain).summary(self.ctx, _local(room))
+
+    async def create_room(self, room: JID, owner: JID, name: str, members_only: bool) -> bool:
+        return await self._service(room.domain).create_room(
+            self.ctx, _local(room), owner, name, members_only
+        )
+
+    async def destroy_room(self, room: JID, reason: str | None, alternate: JID | None) -> bool:
+        return await self._service(room.domain).destroy_room(
+            self.ctx, _local(room), reason, alternate
+        )
+
+    async def set_affiliation(
+        self, room: JID, jid: JID, affiliation: str, reason: str | None
+    ) -> bool:
+        return await self._service(room.domain).set_affiliation(
+            self.ctx, _local(room), jid, affiliation, reason
+        )
+
+
+def _local(room: JID) -> str:
+    if room.local is None or room.resource is not None:
+        raise StanzaError(StanzaCondition.JID_MALFORMED, "a room's bare JID is required")
+    return room.local
 
 
 class MucDomain:

@@ -74,10 +74,16 @@ async def login(cluster: LocalCluster) -> AsyncIterator[Any]:
     clients: list[Client] = []
 
     async def _login(
-        jid: str, edge: int = 0, presence: bool = True, resource: str | None = None
+        jid: str,
+        edge: int = 0,
+        presence: bool = True,
+        resource: str | None = None,
+        plugins: tuple[str, ...] = (),
     ) -> Client:
         full = f"{jid}/{resource or 'r' + secrets.token_hex(2)}"
         c = Client(full, PASSWORD)
+        for plugin in plugins:
+            c.register_plugin(plugin)
         c.enable_direct_tls = False
         started = asyncio.get_running_loop().create_future()
         c.add_event_handler("session_start", lambda _e: started.done() or started.set_result(True))

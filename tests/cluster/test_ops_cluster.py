@@ -116,3 +116,25 @@ async def test_admin_api_sees_and_kicks_sessions_on_any_edge(cluster, users, log
     async with httpx.AsyncClient(timeout=10) as anon:
         r = await anon.get(f"{base}/sessions", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
+
+
+async def test_admin_api_manages_rooms_of_the_muc_role(cluster, users, login):
+    """The admin role reaches the muc role over gRPC: a room created through
+    the API is a room clients on either edge join, and it is listed with them."""
+    a, b = await users("alice", "bob")
+    room = f"ops-{a.split('@')[0]}@conference.localhost"
+    base = f"http://127.0.0.1:{cluster.proc('admin').admin_port}/api/v1"
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as http:
+        r = await http.post(f"{base}/rooms", json={"jid": room, "owner": a, "name": "Ops"})
+        assert r.status_code == 201, r.text
+        alice = await login(a, edge=0, resource="r", plugins=("xep_0030", "xep_0045"))
+        bob = await login(b, edge=1, resource="r", plugins=("xep_0030", "xep_0045"))
+        await alice.plugin["xep_0045"].join_muc_wait(room, "alice", timeout=10)
+        await bob.plugin["xep_0045"].join_muc_wait(room, "bob", timeout=10)
+        bob.send_message(mto=room, mbody="across edges", mtype="groupchat")
+        while (await alice.next_message(10))["body"] != "across edges":
+            pass
+        r = await http.get(f"{base}/rooms/{room}")
+        assert r.status_code == 200 and r.json()["occupants"] == 2, r.text
+        r = await http.delete(f"{base}/rooms/{room}")
+        assert r.status_code == 200, r.text
