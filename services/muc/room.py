@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ MUC_OWNER = MUC + "#owner"
 OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 ROOMCONFIG = MUC + "#roomconfig"
 ROOMINFO = MUC + "#roominfo"
+REQUEST = MUC + "#request"
 
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
@@ -78,6 +80,14 @@ class _Past:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Forwarded:
+    asker: JID  # the real JID that sent the IQ
+    id: str | None  # its id
+    nick: str  # the asker's nickname, where the answer is addressed
+    target: JID  # the real JID the IQ went to: only it may answer
+
+
 @dataclass(slots=True)
 class Limits:
     max_users: int = 200
@@ -101,6 +111,8 @@ class Room:
     history: collections.deque[_Past] = field(default_factory=collections.deque)
     #: messages ever added to the history (what the service has stored is behind it)
     history_seq: int = 0
+    #: IQs forwarded to occupants, by the id they were sent with: (asker, its id)
+    forwarded: dict[str, _Forwarded] = field(default_factory=dict)
     destroyed: bool = False
 
     # ---- lookups ---------------------------------------------------------------
@@ -356,6 +368,9 @@ class Room:
             return []
         occ = self.occupant_of(frm)
         if nick is None:
+            form = el.find(q(ns.DATA_FORMS, "x"))
+            if form is not None and _form_type(form) == REQUEST:
+                return self._voice_request(frm, occ, form)
             x = el.find(q(MUC_USER, "x"))
             if x is not None and (
                 x.find(q(MUC_USER, "invite")) is not None
@@ -417,6 +432,39 @@ class Room:
             c = _copy(m)
             c.set("to", str(other.jid))
             out.append(c)
+        return out
+
+    def _voice_request(
+        self, frm: JID, occ: Occupant | None, form: etree._Element
+    ) -> list[etree._Element]:
+        """7.13 and 8.6: a visitor asks for voice, the moderators get the
+        request form; a moderator's submitted form with request_allow grants it."""
+        if occ is None:
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not in the room")
+        values = _form_values(form)
+        if occ.role == "moderator" and "muc#request_allow" in values:
+            target = self.occupants.get(values.get("muc#roomnick", ""))
+            if target is None:
+                raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such occupant")
+            if values["muc#request_allow"] not in ("1", "true") or target.role != "visitor":
+                return []
+            target.role = "participant"
+            return self._broadcast_presence(target)
+        if occ.role != "visitor" or values.get("muc#role") != "participant":
+            return []  # nothing to ask for
+        out = []
+        for mod in [o for o in self.occupants.values() if o.role == "moderator"]:
+            m = self._message(self.jid, mod.jid, None)
+            x = etree.SubElement(m, q(ns.DATA_FORMS, "x"), nsmap={None: ns.DATA_FORMS}, type="form")
+            etree.SubElement(x, q(ns.DATA_FORMS, "title")).text = "Voice request"
+            _field(x, "FORM_TYPE", REQUEST, type_="hidden")
+            _field(x, "muc#role", "participant", "list-single", "Requested role")
+            _field(
+                x, "muc#jid", str(occ.jid) if self._sees_jids(mod) else "", "jid-single", "User ID"
+            )
+            _field(x, "muc#roomnick", occ.nick, "text-single", "Room nickname")
+            _field(x, "muc#request_allow", "0", "boolean", "Grant voice to this person?")
+            out.append(m)
         return out
 
     def _set_subject(self, occ: Occupant, text: str) -> list[etree._Element]:
@@ -485,6 +533,48 @@ class Room:
         etree.SubElement(m, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}).set(
             "id", self.occupant_id(occ.jid)
         )
+
+    # ---- IQs between occupants ----------------------------------------------------------
+
+    def forward_iq(self, frm: JID, nick: str, iq: etree._Element) -> list[etree._Element]:
+        """An IQ to ``room/nick``: to that occupant's real JID, from the
+        sender's occupant JID, under an id of the room's (the answer comes
+        back to the room, which must know whose it is)."""
+        occ = self.occupant_of(frm)
+        if occ is None:
+            raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not in the room")
+        target = self.occupants.get(nick)
+        if target is None:
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such occupant")
+        if len(self.forwarded) >= 1000:
+            # answers that never came: the oldest are forgotten
+            for key in list(self.forwarded)[:100]:
+                del self.forwarded[key]
+        fid = secrets.token_hex(8)
+        self.forwarded[fid] = _Forwarded(frm, iq.get("id"), occ.nick, target.jid)
+        out = _copy(iq)
+        out.set("id", fid)
+        out.set("from", str(self._nick_jid(occ.nick)))
+        out.set("to", str(target.jid))
+        return [out]
+
+    def iq_answer(self, frm: JID, nick: str, iq: etree._Element) -> list[etree._Element]:
+        """The answer to a forwarded IQ, back to who asked; anything else
+        addressed to an occupant JID this way is dropped."""
+        fid = iq.get("id") or ""
+        pending = self.forwarded.get(fid)
+        if pending is None or pending.target != frm or pending.nick != nick:
+            return []
+        del self.forwarded[fid]
+        answerer = self.occupant_of(frm)
+        out = _copy(iq)
+        if pending.id is None:
+            out.attrib.pop("id", None)
+        else:
+            out.set("id", pending.id)
+        out.set("from", str(self._nick_jid(answerer.nick)) if answerer else str(self.jid))
+        out.set("to", str(pending.asker))
+        return [out]
 
     # ---- administration (10.x, 9.x, 8.x) --------------------------------------------
 
@@ -780,11 +870,7 @@ def config_form(c: RoomConfig, limits: Limits) -> etree._Element:
 def apply_form(c: RoomConfig, form: etree._Element) -> None:
     """Apply a submitted muc#roomconfig form; a bad value is bad-request and
     nothing is applied."""
-    values: dict[str, str] = {}
-    for f in form.findall(q(ns.DATA_FORMS, "field")):
-        var = f.get("var") or ""
-        vals = [v.text or "" for v in f.findall(q(ns.DATA_FORMS, "value"))]
-        values[var] = vals[0] if vals else ""
+    values = _form_values(form)
     new = RoomConfig(**{s: getattr(c, s) for s in RoomConfig.__slots__})  # type: ignore[attr-defined]
     try:
         for var, raw in values.items():
@@ -852,6 +938,17 @@ def _field(
         opt = etree.SubElement(f, q(ns.DATA_FORMS, "option"))
         etree.SubElement(opt, q(ns.DATA_FORMS, "value")).text = o
     etree.SubElement(f, q(ns.DATA_FORMS, "value")).text = value
+
+
+def _form_values(form: etree._Element) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in form.findall(q(ns.DATA_FORMS, "field")):
+        out[f.get("var") or ""] = f.findtext(q(ns.DATA_FORMS, "value")) or ""
+    return out
+
+
+def _form_type(form: etree._Element) -> str:
+    return _form_values(form).get("FORM_TYPE", "")
 
 
 def _b(v: bool) -> str:

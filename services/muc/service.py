@@ -103,9 +103,10 @@ class MucService:
             out = room.handle_presence(frm, to.resource, el)
         elif env.kind == "message":
             out = room.handle_message(frm, to.resource, el)
+        elif env.type in ("result", "error"):
+            # an occupant answering an IQ the room forwarded to it
+            out = room.iq_answer(frm, to.resource, el) if to.resource else []
         else:
-            if env.type in ("result", "error"):
-                return
             out = self._room_iq(room, env, el)
         await self._save(ctx, room, before, seq)
         if env.kind == "message" and env.type == "groupchat" and to.resource is None and out:
@@ -256,7 +257,8 @@ class MucService:
                 if occ is None or occ.nick != to.resource:
                     raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not joined")
                 return [_result(el, env, None)]
-            raise StanzaError(StanzaCondition.FEATURE_NOT_IMPLEMENTED)
+            # 7.x: an IQ to an occupant goes to its real JID, from the sender's nick
+            return room.forward_iq(frm, to.resource, el)
         tag, typ = query.tag, env.type
         if tag == _DISCO_INFO and typ == "get":
             if room.locked and room.affiliation(frm) != "owner":

@@ -31,6 +31,7 @@ from bench.run import (
     Users,
     cluster_backends_missing,
     edge_scaling,
+    muc_markdown,
     results_markdown,
 )
 from services.platform.tls import ensure_self_signed
@@ -81,7 +82,7 @@ def embedded(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_self_signed(cert, key, ["localhost"])
     sizes = Sizes(logins=10, msg_clients=10, idle=10, presence_users=8, contacts=4)
-    sizes.scale_conns = 10
+    sizes.scale_conns, sizes.muc_rooms = 10, "2x3,1x4"
     users = Users.make(sizes)
     target = Embedded(tmp_path, cert, key, tmp_path)
     target.start(users)
@@ -134,6 +135,153 @@ def test_every_scenario_against_the_embedded_server(embedded):
     assert pres["incomplete_users"] == 0 and pres["missing_presences"] == 0
     # each user sees its 4 contacts and itself at least once
     assert pres["presences_delivered"] >= 8 * 5
+
+
+def test_group_chat_scenario_against_the_embedded_server(embedded):
+    target, users = embedded
+    probe = loadgen.ProcTree(target.pid)
+    creds = [(u, PASSWORD) for u in users.plain]
+    with loadgen.LoadGen(loadgen.Target("127.0.0.1", target.port, "localhost"), 2) as lg:
+        res = loadgen.muc(
+            lg, probe, creds, [(2, 3), (1, 4)], "PLAIN", senders=2, window=2, duration=0.5,
+            warmup=0.2, drain=5.0, settle=0.1,
+        )  # fmt: skip
+    json.dumps(res)
+    assert loadgen.table(res)
+    assert res["service"] == "conference.localhost" and res["lost_total"] == 0
+    assert list(res["phases"]) == ["2x3", "1x4"]
+    for (rooms, size), ph in zip([(2, 3), (1, 4)], res["phases"].values(), strict=True):
+        assert "error" not in ph, ph
+        assert ph["logged_in"] == rooms * size and ph["join"]["joined"] == rooms * size
+        assert ph["senders"] == rooms * 2
+        # every message posted reached every occupant, the sender's echo included
+        assert ph["sent"] > 0 and ph["delivered"] == ph["expected_deliveries"] == ph["sent"] * size
+        assert ph["lost"] == ph["incomplete_messages"] == ph["errors"] == ph["unexpected"] == 0
+        assert ph["dropped_connections"] == 0
+        assert ph["deliveries_per_s"] > 0 and ph["server_cpu_us_per_delivery"] > 0
+        assert 0 < ph["latency_ms"]["p50"] <= ph["latency_ms"]["p99"]
+
+
+def test_room_specs():
+    assert loadgen.room_specs("10x10,2x100") == [(10, 10), (2, 100)]
+    assert loadgen.room_specs(" 1X5 ,") == [(1, 5)]
+    for bad in ("", "10", "x10", "10x1", "0x10", "2x3x4", "ax5"):
+        with pytest.raises(ValueError):
+            loadgen.room_specs(bad)
+    s = Sizes(muc_rooms="10x10,2x100")
+    assert s.muc_clients() == 200
+    assert len(Users.make(Sizes.quick()).plain) >= Sizes.quick().muc_clients()
+
+
+def test_occupancy_follows_a_join():
+    occ = loadgen.Occupancy(b"r@conference.localhost", b"n0", 3)
+    assert occ.join_stanza() == (
+        b"<presence to='r@conference.localhost/n0'><x xmlns='http://jabber.org/protocol/muc'>"
+        b"<history maxstanzas='0'/></x></presence>"
+    )
+    cfg = occ.configure_stanza(b"cfg1")
+    assert b"to='r@conference.localhost'" in cfg and b"muc#owner" in cfg and b"submit" in cfg
+    occ.on_presence(b"<presence from='other@conference.localhost/n1' to='u0@localhost/r'/>")
+    occ.on_presence(b"<presence from='u1@localhost/r' to='u0@localhost/r'/>")
+    assert occ.roster == set()
+    occ.on_presence(
+        b"<presence from='r@conference.localhost/n1' to='u0@localhost/r'>"
+        b"<x xmlns='http://jabber.org/protocol/muc#user'><item role='participant'/></x></presence>"
+    )
+    occ.on_presence(b'<presence from="r@conference.localhost/n0"><status code="110"/></presence>')
+    assert occ.roster == {b"n0", b"n1"}
+    occ.on_presence(b"<presence type='unavailable' from='r@conference.localhost/n1'/>")
+    assert occ.roster == {b"n0"}
+    occ.on_iq(b"<iq type='result' id='other' from='r@conference.localhost'/>")
+    assert not occ.iq_result
+    occ.on_iq(b"<iq type='result' id='cfg1' from='r@conference.localhost'/>")
+    assert occ.iq_result and not occ.error
+    occ.on_presence(b"<presence type='error' from='r@conference.localhost/n2'><error/></presence>")
+    assert "error" in occ.error
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_groupchat_closed_loop_counts_each_delivery():
+    """A message is complete when all occupants have it; only then its sender
+    posts the next (while the loop runs). Subjects end joins; errors count."""
+    w = loadgen.Worker(None, 0, loadgen.Target("127.0.0.1", 1, "localhost"))  # type: ignore[arg-type]
+    members = []
+    for k in range(3):
+        c = loadgen.Client(w, f"u{k}", "pw", "r")
+        c.writer = _Writer()  # type: ignore[assignment]
+        c.muc = loadgen.Occupancy(b"r@conference.localhost", b"n%d" % k, 3)
+        members.append(c)
+    sender = members[0]
+    members[1].on_element(
+        b"<message from='r@conference.localhost' type='groupchat'><subject></subject></message>"
+    )
+    assert members[1].muc.joined and not members[2].muc.joined  # type: ignore[union-attr]
+    w.m0, w.m1 = 0, 2**62
+    w.refill = True
+    sender.send_groupchat()
+    posted = sender.writer.out[-1]  # type: ignore[union-attr]
+    assert posted.startswith(b"<message to='r@conference.localhost' type='groupchat' id='g1'>")
+    body = posted[posted.find(b"<body>") + 6 : posted.find(b"</body>")]
+    echo = b"<message from='r@conference.localhost/n0' type='groupchat'><body>%s</body></message>"
+    assert w.sent == 1 and w.expected == 3 and list(w.pending) == [1]
+    for c in members[:2]:
+        c.on_element(echo % body)
+    assert w.received == 2 and w.pending[1][0] == 1 and len(sender.writer.out) == 1  # type: ignore[union-attr]
+    members[2].on_element(echo % body)
+    assert w.received == 3 and w.in_window == 3 and len(w.lat) == 3
+    assert 1 not in w.pending and w.sent == 2  # the next one is out
+    assert len(sender.writer.out) == 2  # type: ignore[union-attr]
+    members[2].on_element(echo % body)  # a duplicate
+    assert w.unexpected == 1 and w.received == 4
+    members[1].on_element(
+        b"<message from='r@conference.localhost' type='error'><body>1 2</body><error/></message>"
+    )
+    assert w.errors == 1 and w.error_samples and w.received == 4
+
+
+def test_group_chat_table_has_ratios_and_the_cluster_breakdown():
+    def phase(rate: float, us: float, parts: dict | None = None) -> dict:
+        ph = {
+            "rooms": 10, "occupants_per_room": 10, "deliveries_per_s": rate,
+            "latency_ms": {"p50": 1.0, "p99": 2.0}, "server_cpu_us_per_delivery": us, "lost": 0,
+            "posted_per_s": rate / 10, "server_cores": 1.0, "loadgen_cores": 0.5,
+            "machine_busy_cores": 1.9, "join": {"wall_s": 0.1}, "delivered_in_window": 1000,
+            "duration_s": 10.0,
+        }  # fmt: skip
+        if parts:
+            ph["server_cpu_parts_s"] = parts
+        return ph
+
+    def target(name: str, label: str, ph: dict) -> dict:
+        return {
+            "target": name,
+            "label": label,
+            "available": True,
+            "scenarios": {"muc": {"phases": {"10x10": ph}}},
+        }
+
+    run = {
+        "targets": [
+            target("embedded", "xmppd embedded", phase(20000.0, 40.0)),
+            target("prosody", "Prosody", phase(10000.0, 80.0)),
+            target("cluster", "xmppd cluster", phase(5000.0, 400.0, {"muc": 0.2, "edge1": 0.1})),
+        ]
+    }
+    md = "\n".join(muc_markdown(run))
+    assert "| 10 rooms x 10: deliveries/s (messages fanned out) | higher | 20,000 | 10,000 |" in md
+    assert "2.00 (better)" in md and "0.50 (better)" in md  # msgs/s and CPU per delivery
+    assert "| group chat (muc) | 200 | 0.02 |" in md
+    assert muc_markdown({"targets": [{"target": "embedded", "label": "x", "scenarios": {}}]}) == []
 
 
 def test_procset_follows_processes_and_accumulates_cpu():
@@ -197,7 +345,7 @@ def test_cluster_target_messages_cross_its_two_edges(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_self_signed(cert, key, ["localhost"])
     sizes = Sizes(logins=10, msg_clients=10, idle=10, presence_users=4, contacts=2)
-    sizes.scale_conns, sizes.scale_hold_s = 10, 0.2
+    sizes.scale_conns, sizes.scale_hold_s, sizes.muc_rooms = 10, 0.2, "1x4"
     users = Users.make(sizes)
     target = Cluster(tmp_path, cert, key, tmp_path)
     creds = [(u, PASSWORD) for u in users.plain[:10]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sys
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import pytest
@@ -416,3 +417,94 @@ async def test_metrics(server: Any, connect: Any) -> None:
     await _body(bob, "count me")
     assert value("xmppd_muc_messages_total") == 1
     assert value("xmppd_muc_fanout_total") == fanned + 2  # one copy per occupant
+
+
+async def test_iq_to_an_occupant_is_forwarded(connect: Any) -> None:
+    """7.x: an IQ to room/nick reaches the occupant's real JID from the
+    sender's occupant JID, and the answer comes back the same way."""
+    alice = await _client(connect, "alice")
+    bob = await _client(connect, "bob")
+    carol = await _client(connect, "carol")
+    await _instant_room(alice)
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", timeout=10)
+    info = await alice.plugin["xep_0030"].get_info(jid=f"{ROOM}/bob", timeout=10)
+    assert str(info["from"]) == f"{ROOM}/bob"
+    assert "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
+    with pytest.raises(IqError) as exc:
+        await carol.plugin["xep_0030"].get_info(jid=f"{ROOM}/bob", timeout=10)
+    assert exc.value.condition == "not-acceptable"
+    with pytest.raises(IqError) as exc2:
+        await alice.plugin["xep_0030"].get_info(jid=f"{ROOM}/nobody", timeout=10)
+    assert exc2.value.condition == "item-not-found"
+
+
+async def test_voice_request_and_approval(connect: Any) -> None:
+    alice = await _client(connect, "alice")
+    bob = await _client(connect, "bob")
+    await _instant_room(alice, moderatedroom=True)
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", timeout=10)
+    bob.plugin["xep_0045"].request_voice(ROOM, "participant")
+    while True:
+        req = await alice.next_message()
+        form = req.xml.find("{jabber:x:data}x")
+        if form is not None:
+            break
+    fields = {f.get("var"): f.findtext("{jabber:x:data}value") for f in form}
+    assert fields["FORM_TYPE"] == "http://jabber.org/protocol/muc#request"
+    assert fields["muc#roomnick"] == "bob" and fields["muc#jid"] == "bob@localhost/r"
+    answer = alice.make_message(mto=ROOM)
+    answer.append(alice.plugin["xep_0004"].make_form(ftype="submit"))
+    f = answer["form"]
+    f.add_field(var="FORM_TYPE", value="http://jabber.org/protocol/muc#request")
+    f.add_field(var="muc#role", value="participant")
+    f.add_field(var="muc#roomnick", value="bob")
+    f.add_field(var="muc#request_allow", ftype="boolean", value=True)
+    answer.send()
+    p = await _presence(
+        bob, lambda p: str(p["from"]) == f"{ROOM}/bob" and 'role="participant"' in str(p)
+    )
+    assert p is not None
+
+
+async def test_direct_invitation_passes_through(connect: Any) -> None:
+    """XEP-0249: a user-to-user message; the server carries it unchanged."""
+    alice = await _client(connect, "alice")
+    bob = await _client(connect, "bob")
+    await _instant_room(alice)
+    m = alice.make_message(mto="bob@localhost/r", mbody="join us")
+    m.append(ET.fromstring(f"<x xmlns='jabber:x:conference' jid='{ROOM}' reason='standup'/>"))
+    m.send()
+    got = await _body(bob, "join us")
+    x = got.xml.find("{jabber:x:conference}x")
+    assert x is not None and x.get("jid") == ROOM and x.get("reason") == "standup"
+
+
+async def test_bookmark_with_autojoin_is_kept(connect: Any) -> None:
+    """XEP-0048 bookmarks in private XML storage: what a client reads back
+    after logging in again to autojoin its rooms."""
+    alice = await _client(connect, "alice")
+    await _instant_room(alice, persistentroom=True)
+    bookmark = ET.fromstring(
+        "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+        f"<conference jid='{ROOM}' autojoin='true' name='Lobby'><nick>alice</nick></conference>"
+        "</storage></query>"
+    )
+    iq = alice.make_iq_set(ito=None)
+    iq.append(bookmark)
+    await iq.send(timeout=10)
+    again = await connect("alice@localhost/other", plugins=PLUGINS)
+    get = again.make_iq_get(ito=None)
+    get.append(
+        ET.fromstring(
+            "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query>"
+        )
+    )
+    result = await get.send(timeout=10)
+    conf = result.xml.find(
+        "{jabber:iq:private}query/{storage:bookmarks}storage/{storage:bookmarks}conference"
+    )
+    assert conf is not None and conf.get("jid") == ROOM and conf.get("autojoin") == "true"
+    # and the room it names is there to join, under the bookmarked nick
+    await again.plugin["xep_0045"].join_muc_wait(
+        ROOM, conf.findtext("{storage:bookmarks}nick"), timeout=10
+    )
