@@ -175,11 +175,13 @@ async def _router_core(
     if role != "muc":
         # group chat domains go to the muc role (which registers its own rooms)
         from ..cluster.muc_rpc import MucClient
+        from ..cluster.redis_muc import MucDirectory
         from ..muc.service import MucDomain, muc_domains
 
         domains = muc_domains(settings)
         if domains:
-            rooms = MucDomain(MucClient(settings.muc_addrs, channels))
+            live = MucDirectory(redis, settings.redis_prefix, ttl=settings.node_ttl)
+            rooms = MucDomain(MucClient(settings.muc_addrs, channels, directory=live))
             for domain in domains:
                 router.domains.register(domain, "Chatrooms", rooms)
     bus = EventBus(redis, registry.p, node_name(settings, role))
@@ -233,26 +235,47 @@ async def run_presence(settings: Settings) -> None:
 
 
 async def run_muc(settings: Settings) -> None:
-    """The group chat role: the rooms of every MUC domain (one replica for
-    now; rooms spread over replicas with a lease per room is the next step
-    of issue 12)."""
+    """The group chat role: the rooms of every MUC domain. Replicas announce
+    themselves in Redis; each room is held by one replica at a time (a lease
+    in Redis, services/cluster/redis_muc.py), and comes back on another one
+    within node_ttl when its holder dies."""
     from ..cluster.muc_rpc import MucServicer
-    from ..muc.service import MucHost, muc_services
+    from ..cluster.redis_muc import MucDirectory, RedisOwnership
+    from ..muc.service import MucDomain, MucHost, muc_services
 
     metrics = _metrics()
-    router, registry, directory, _, bus = await _router_core(settings, "muc", metrics)
+    router, registry, directory, channels, bus = await _router_core(settings, "muc", metrics)
+    node = node_name(settings, "muc")
+    live = MucDirectory(registry.redis, settings.redis_prefix, ttl=settings.node_ttl)
     services = muc_services(settings, metrics)
-    for domain, service in services.items():
-        router.domains.register(domain, "Chatrooms", service)
-    host = MucHost(router, services)
-    server, _ = await _grpc_server(
+    host = MucHost(router, services, RedisOwnership(live, node, channels))
+    for domain in services:
+        router.domains.register(domain, "Chatrooms", MucDomain(host))
+    server, bound = await _grpc_server(
         settings, lambda s: pb2_grpc.add_MucServicer_to_server(MucServicer(host), s)
     )
-    refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
+    advertise = settings.grpc_advertise or bound
+    await live.alive(node, advertise)
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(settings.node_ttl / 3)
+            try:
+                await live.alive(node, advertise)
+                await host.renew()
+            except Exception:
+                log.exception("muc heartbeat failed")
+
+    loop = asyncio.get_running_loop()
+    hb = loop.create_task(heartbeat())
+    refresher = loop.create_task(_refresh_loop(directory))
     ops = await _ops(settings, metrics, {"redis": registry.ping})
-    announce("muc ready")
+    announce(f"muc {node} ready")
     await _until_signal()
+    hb.cancel()
     refresher.cancel()
+    # gone at once: other replicas take this one's rooms without waiting for node_ttl
+    await live.gone(node)
     await bus.stop()
     await server.stop(5)
     await _stop_ops(ops)

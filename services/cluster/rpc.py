@@ -240,10 +240,13 @@ class ContractClient:
             method=method, args=codec.dumps({"args": list(args), "kwargs": kwargs}), version=1
         )
         deadline = time.monotonic() + self._failover_for
-        attempt = affinity(args, len(self._addresses))
+        addresses = await self._candidates(args)
+        if not addresses:
+            raise RemoteError(f"{self._service}.{method}: no replica is alive")
+        attempt = 0
         idempotent = method in self._idempotent
         while True:
-            addr = self._addresses[attempt % len(self._addresses)]
+            addr = addresses[attempt % len(addresses)]
             channel = self._channels.get(addr)
             m = self._channels.metrics
             if not idempotent and not await self._connected(channel):
@@ -251,7 +254,7 @@ class ContractClient:
                 if time.monotonic() > deadline:
                     raise RemoteError(f"{self._service}.{method}: no replica connected")
                 attempt += 1
-                if attempt % len(self._addresses) == 0:
+                if attempt % len(addresses) == 0:
                     await asyncio.sleep(0.2)
                 continue
             stub = self._stub_cls(channel)
@@ -266,7 +269,7 @@ class ContractClient:
                         f"{self._service}.{method} at {addr}: {err.code().name}"
                     ) from None
                 attempt += 1
-                if attempt % len(self._addresses) == 0:
+                if attempt % len(addresses) == 0:
                     await asyncio.sleep(0.2)
                 continue
             if m is not None:
@@ -276,6 +279,12 @@ class ContractClient:
             if reply.error:
                 raise_reply_error(reply)
             return codec.loads(reply.result)
+
+    async def _candidates(self, args: tuple[Any, ...]) -> list[str]:
+        """The replicas to try for a call, best first: by default the
+        configured addresses, starting at the call's affinity."""
+        i = affinity(args, len(self._addresses))
+        return self._addresses[i:] + self._addresses[:i]
 
     async def _connected(self, channel: grpc.aio.Channel) -> bool:
         """Is ``channel`` connected, so that a call on it goes out on a live

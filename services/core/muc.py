@@ -11,7 +11,7 @@ from typing import Protocol
 from ..xmpp.jid import JID
 from .routing import Envelope
 
-__all__ = ["AFFILIATIONS", "Muc", "RoomSummary"]
+__all__ = ["AFFILIATIONS", "Muc", "RoomOwnership", "RoomSummary"]
 
 #: XEP-0045 affiliations, "none" meaning no affiliation
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
@@ -62,3 +62,19 @@ class Muc(Protocol):
         """Set a bare JID's affiliation as the service (no owner's rights
         needed; occupants are told as for an owner's change); False: no room."""
         ...
+
+
+class RoomOwnership(Protocol):
+    """Which muc replica holds each room (a cluster); the embedded default
+    has none: every room is the process's own."""
+
+    async def elsewhere(self, room: JID) -> Muc | None:
+        """None when this replica holds ``room`` (it has taken or kept its
+        lease); else the Muc of the replica that does."""
+        ...
+
+    async def renew(self, rooms: list[JID]) -> list[JID]:
+        """Keep holding ``rooms``; those another replica holds now."""
+        ...
+
+    async def release(self, room: JID) -> None: ...

@@ -32,7 +32,7 @@ from .room import MUC, MUC_ADMIN, MUC_OWNER, OCCUPANT_ID, Limits, Room, RoomConf
 
 if TYPE_CHECKING:
     from ..core.feature import Context
-    from ..core.muc import Muc
+    from ..core.muc import Muc, RoomOwnership
     from ..platform.config import Settings
     from ..platform.metrics import Metrics
 
@@ -348,11 +348,19 @@ def _result(iq: etree._Element, env: Envelope, payload: etree._Element | None) -
 
 class MucHost:
     """The :class:`~services.core.muc.Muc` contract over this process's
-    services, one per MUC domain; ``ctx`` routes what the rooms send."""
+    services, one per MUC domain; ``ctx`` routes what the rooms send. With
+    an ``ownership`` (a cluster of muc replicas), a room another replica
+    holds is that replica's: its stanzas and commands are passed on there."""
 
-    def __init__(self, ctx: Context, services: dict[str, MucService]) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        services: dict[str, MucService],
+        ownership: RoomOwnership | None = None,
+    ) -> None:
         self.ctx = ctx
         self.services = services
+        self.ownership = ownership
 
     def _service(self, domain: str) -> MucService:
         service = self.services.get(domain)
@@ -360,31 +368,94 @@ class MucHost:
             raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, "no such group chat service")
         return service
 
+    async def _elsewhere(self, room: JID) -> Muc | None:
+        if self.ownership is None or room.local is None:
+            return None  # the service's own domain is every replica's
+        return await self.ownership.elsewhere(room.bare)
+
+    async def _settle(self, room: JID) -> None:
+        """A room that left memory (ended, or unloaded) is not held any more."""
+        if self.ownership is not None and room.local is not None:
+            if room.local not in self._service(room.domain).rooms:
+                await self.ownership.release(room.bare)
+
     async def route(self, room: JID, env: Envelope) -> None:
-        await self._service(room.domain).route(self.ctx, env)
+        other = await self._elsewhere(room)
+        if other is not None:
+            try:
+                await other.route(room, env)
+                return
+            except StanzaError:
+                raise
+            except Exception:
+                # the holder did not answer: once its heartbeat is gone the
+                # lease is free, and the room comes up here; until then the
+                # caller's retry asks again
+                if await self._elsewhere(room) is not None:
+                    raise
+        try:
+            await self._service(room.domain).route(self.ctx, env)
+        finally:
+            await self._settle(room)
+
+    async def held(self) -> list[JID]:
+        """The rooms in this process's memory."""
+        return [r.jid for s in self.services.values() for r in s.rooms.values()]
+
+    async def renew(self) -> None:
+        """Keep the leases of the rooms held; forget any another replica took."""
+        if self.ownership is None:
+            return
+        for lost in await self.ownership.renew(await self.held()):
+            log.warning("room %s is held by another replica now: dropping it here", lost)
+            self._service(lost.domain).rooms.pop(lost.local or "", None)
 
     async def rooms(self, domain: str) -> list[RoomSummary]:
         return await self._service(domain).summaries(self.ctx)
 
     async def room(self, room: JID) -> RoomSummary | None:
-        return await self._service(room.domain).summary(self.ctx, _local(room))
+        other = await self._elsewhere(room)
+        if other is not None:
+            return await other.room(room)
+        try:
+            return await self._service(room.domain).summary(self.ctx, _local(room))
+        finally:
+            await self._settle(room)
 
     async def create_room(self, room: JID, owner: JID, name: str, members_only: bool) -> bool:
-        return await self._service(room.domain).create_room(
-            self.ctx, _local(room), owner, name, members_only
-        )
+        other = await self._elsewhere(room)
+        if other is not None:
+            return await other.create_room(room, owner, name, members_only)
+        try:
+            return await self._service(room.domain).create_room(
+                self.ctx, _local(room), owner, name, members_only
+            )
+        finally:
+            await self._settle(room)
 
     async def destroy_room(self, room: JID, reason: str | None, alternate: JID | None) -> bool:
-        return await self._service(room.domain).destroy_room(
-            self.ctx, _local(room), reason, alternate
-        )
+        other = await self._elsewhere(room)
+        if other is not None:
+            return await other.destroy_room(room, reason, alternate)
+        try:
+            return await self._service(room.domain).destroy_room(
+                self.ctx, _local(room), reason, alternate
+            )
+        finally:
+            await self._settle(room)
 
     async def set_affiliation(
         self, room: JID, jid: JID, affiliation: str, reason: str | None
     ) -> bool:
-        return await self._service(room.domain).set_affiliation(
-            self.ctx, _local(room), jid, affiliation, reason
-        )
+        other = await self._elsewhere(room)
+        if other is not None:
+            return await other.set_affiliation(room, jid, affiliation, reason)
+        try:
+            return await self._service(room.domain).set_affiliation(
+                self.ctx, _local(room), jid, affiliation, reason
+            )
+        finally:
+            await self._settle(room)
 
 
 def _local(room: JID) -> str:

@@ -142,7 +142,12 @@ class Settings:
     storage_addrs: list[str] = _f(["127.0.0.1:50054"], "Storage replicas' gRPC addresses")
     muc_addrs: list[str] = _f(["127.0.0.1:50055"], "Group chat (muc role) replicas' gRPC addresses")
     edge_advertise: str = _f("", "Where others reach this edge's gRPC; empty: the bound address")
-    node_ttl: float = _f(10.0, "Seconds without heartbeat before an edge counts as dead")
+    node_ttl: float = _f(
+        10.0, "Seconds without heartbeat before an edge or a muc replica counts as dead"
+    )
+    grpc_advertise: str = _f(
+        "", "Where other processes reach this muc replica's gRPC; empty: the bound address"
+    )
     route_timeout: float = _f(10.0, "Seconds an edge holds stanzas while no router answers")
     direct_delivery: bool = _f(
         True, "Edges send messages and IQs for a full JID straight to the recipient's edge"

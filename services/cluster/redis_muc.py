@@ -1,0 +1,192 @@
+"""Where group chat rooms live in a cluster of muc replicas (Redis).
+
+* Membership: each muc replica keeps ``P:muc:nodes`` (node -> gRPC address)
+  and a heartbeat ``P:muc:hb:<node>`` that expires after ``node_ttl``.
+* Preference: callers send a room's stanzas to the live replicas in
+  rendezvous-hash order (:func:`rendezvous`): every caller agrees on the
+  first choice while they see the same replicas, and when one dies only its
+  rooms move.
+* Ownership: the replica that holds a room in memory holds its lease
+  ``P:muc:room:<room>`` (renewed while it holds the room). A replica asked
+  about a room whose lease another live replica holds forwards the stanza
+  there instead of taking the room, so two replicas never own one room,
+  even while callers disagree about who is alive. A lease whose holder's
+  heartbeat is gone can be taken at once: the room comes back on the next
+  replica within ``node_ttl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..xmpp.jid import JID
+
+if TYPE_CHECKING:
+    from ..core.muc import Muc
+    from .rpc import Channels
+
+__all__ = ["MucDirectory", "RedisOwnership", "rendezvous"]
+
+#: take the lease if it is free, ours, or held by a replica whose heartbeat is gone
+_CLAIM = """
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] or redis.call('EXISTS', ARGV[3] .. cur) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+return cur
+"""
+
+#: extend the leases we hold; report the rooms whose lease is not ours any more
+_RENEW = """
+local lost = {}
+for i, key in ipairs(KEYS) do
+  local cur = redis.call('GET', key)
+  if cur == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+  elseif not cur then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    table.insert(lost, i)
+  end
+end
+return lost
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def rendezvous(room: str, nodes: list[str]) -> list[str]:
+    """``nodes`` in the order a room's stanzas should try them."""
+    return sorted(
+        nodes,
+        key=lambda n: hashlib.blake2b(f"{room}\0{n}".encode(), digest_size=8).digest(),
+        reverse=True,
+    )
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class MucDirectory:
+    """The live muc replicas and the room leases, in Redis."""
+
+    def __init__(self, redis: Any, prefix: str, ttl: float = 10.0, refresh: float = 1.0) -> None:
+        self.redis = redis
+        self.p = prefix + "muc:"
+        self.ttl_ms = int(ttl * 1000)
+        self._refresh = refresh
+        self._members: dict[str, str] = {}
+        self._read = float("-inf")
+        self._claim = redis.register_script(_CLAIM)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    # ---- membership -------------------------------------------------------------------
+
+    async def alive(self, node: str, address: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.p + "nodes", node, address)
+        pipe.set(self.p + "hb:" + node, str(time.time()), px=self.ttl_ms)
+        await pipe.execute()
+
+    async def gone(self, node: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hdel(self.p + "nodes", node)
+        pipe.delete(self.p + "hb:" + node)
+        await pipe.execute()
+
+    async def members(self) -> dict[str, str]:
+        """node -> address of the replicas whose heartbeat is fresh (read at
+        most once per ``refresh`` seconds)."""
+        now = time.monotonic()
+        if now - self._read < self._refresh:
+            return self._members
+        members = await self.redis.hgetall(self.p + "nodes")
+        nodes = {_s(k): _s(v) for k, v in members.items()}
+        pipe = self.redis.pipeline(transaction=False)
+        for n in nodes:
+            pipe.exists(self.p + "hb:" + n)
+        fresh = await pipe.execute() if nodes else []
+        self._members = {n: a for (n, a), ok in zip(nodes.items(), fresh, strict=True) if ok}
+        self._read = now
+        return self._members
+
+    async def order(self, room: str) -> list[str]:
+        """The addresses to try for ``room``, best first."""
+        members = await self.members()
+        return [members[n] for n in rendezvous(room, list(members))]
+
+    # ---- room leases --------------------------------------------------------------------
+
+    async def claim(self, room: str, node: str) -> str:
+        """Take or keep ``room``'s lease; the holder afterwards (``node`` if we have it)."""
+        holder = await self._claim(
+            keys=[self.p + "room:" + room], args=[node, self.ttl_ms, self.p + "hb:"]
+        )
+        return _s(holder)
+
+    async def renew(self, rooms: list[str], node: str) -> list[str]:
+        """Extend our leases of ``rooms``; the rooms another replica holds now."""
+        if not rooms:
+            return []
+        lost = await self._renew(
+            keys=[self.p + "room:" + r for r in rooms], args=[node, self.ttl_ms]
+        )
+        return [rooms[int(i) - 1] for i in lost]
+
+    async def release(self, room: str, node: str) -> None:
+        await self._release(keys=[self.p + "room:" + room], args=[node])
+
+    async def holder(self, room: str) -> str | None:
+        v = await self.redis.get(self.p + "room:" + room)
+        return None if v is None else _s(v)
+
+    async def address(self, node: str) -> str | None:
+        v = await self.redis.hget(self.p + "nodes", node)
+        return None if v is None else _s(v)
+
+
+class RedisOwnership:
+    """:class:`~services.core.muc.RoomOwnership` by leases in Redis; the
+    replicas holding other rooms are reached over gRPC."""
+
+    def __init__(self, directory: MucDirectory, node: str, channels: Channels) -> None:
+        self.directory = directory
+        self.node = node
+        self.channels = channels
+        self._peers: dict[str, Muc] = {}
+
+    async def elsewhere(self, room: JID) -> Muc | None:
+        holder = await self.directory.claim(str(room), self.node)
+        if holder == self.node:
+            return None
+        address = await self.directory.address(holder)
+        if address is None:
+            return None  # not a replica any more: unreachable, so the room is ours to take
+        peer = self._peers.get(address)
+        if peer is None:
+            from .muc_rpc import MucClient
+            from .rpc import CallTimes
+
+            # one replica and no other to fail over to: a dead holder fails the
+            # call at once, and the caller takes the room (see MucHost.route)
+            peer = self._peers[address] = MucClient(
+                [address], self.channels, CallTimes(failover_for=0.5, connect_timeout=0.5)
+            )
+        return peer
+
+    async def renew(self, rooms: list[JID]) -> list[JID]:
+        lost = set(await self.directory.renew([str(r) for r in rooms], self.node))
+        return [r for r in rooms if str(r) in lost]
+
+    async def release(self, room: JID) -> None:
+        await self.directory.release(str(room), self.node)
