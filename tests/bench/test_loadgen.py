@@ -153,6 +153,7 @@ def test_group_chat_scenario_against_the_embedded_server(embedded):
     for (rooms, size), ph in zip([(2, 3), (1, 4)], res["phases"].values(), strict=True):
         assert "error" not in ph, ph
         assert ph["logged_in"] == rooms * size and ph["join"]["joined"] == rooms * size
+        assert ph["join"]["missing_subjects"] == 0
         assert ph["senders"] == rooms * 2
         # every message posted reached every occupant, the sender's echo included
         assert ph["sent"] > 0 and ph["delivered"] == ph["expected_deliveries"] == ph["sent"] * size
@@ -188,8 +189,9 @@ def test_occupancy_follows_a_join():
         b"<presence from='r@conference.localhost/n1' to='u0@localhost/r'>"
         b"<x xmlns='http://jabber.org/protocol/muc#user'><item role='participant'/></x></presence>"
     )
+    assert not occ.entered
     occ.on_presence(b'<presence from="r@conference.localhost/n0"><status code="110"/></presence>')
-    assert occ.roster == {b"n0", b"n1"}
+    assert occ.roster == {b"n0", b"n1"} and occ.entered
     occ.on_presence(b"<presence type='unavailable' from='r@conference.localhost/n1'/>")
     assert occ.roster == {b"n0"}
     occ.on_iq(b"<iq type='result' id='other' from='r@conference.localhost'/>")
