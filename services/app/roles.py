@@ -274,7 +274,9 @@ async def run_muc(settings: Settings) -> None:
     await _until_signal()
     hb.cancel()
     refresher.cancel()
-    # gone at once: other replicas take this one's rooms without waiting for node_ttl
+    # occupants are told (status 332) and the rooms are let go, and this
+    # replica is gone at once: the others take its rooms without waiting
+    await host.shutdown()
     await live.gone(node)
     await bus.stop()
     await server.stop(5)

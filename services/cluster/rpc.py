@@ -48,6 +48,12 @@ CHANNEL_OPTIONS = [
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
     ("grpc.max_send_message_length", 16 * 1024 * 1024),
+    # a replica that restarts is back within seconds: reconnect within 2 s,
+    # not gRPC's default backoff of up to two minutes, in which a channel
+    # that once failed is skipped as dead
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 ]
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),

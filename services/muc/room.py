@@ -778,6 +778,13 @@ class Room:
             out += self._to_all(m)
         return out
 
+    def shutdown(self) -> list[etree._Element]:
+        """The service is stopping: every occupant is told it is out (status
+        332, XEP-0045 9.x), so clients join again, elsewhere."""
+        out = [self._unavailable(occ, occ, None, ("332",)) for occ in self.occupants.values()]
+        self.occupants.clear()
+        return out
+
     def destroy(self, alternate: str | None, reason: str | None) -> list[etree._Element]:
         out = []
         for occ in self.occupants.values():

@@ -13,6 +13,7 @@ of issue 12 (see docs/architecture.md).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -45,6 +46,14 @@ _OWNER = q(MUC_OWNER, "query")
 _PING = q(ns.PING, "ping")
 
 
+class _RoomLock:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
 class MucService:
     def __init__(
         self,
@@ -73,9 +82,10 @@ class MucService:
         )
         self._messages = metrics.muc_messages.labels(domain)
         self._fanout = metrics.muc_fanout.labels(domain)
+        self._locks: dict[str, _RoomLock] = {}
 
     async def route(self, ctx: Context, env: Envelope) -> None:
-        to, frm = env.to, env.frm
+        to = env.to
         el = env.tree()
         if to.local is None:
             if env.kind == "iq":
@@ -83,9 +93,28 @@ class MucService:
             elif env.type not in ("error", "result"):
                 raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE)
             return
-        room = self.rooms.get(to.local)
+        local = to.local
+        # one stanza of a room at a time, its fan-out included: every
+        # occupant sees the room's stanzas in the same order
+        lock = self._locks.get(local)
+        if lock is None:
+            lock = self._locks[local] = _RoomLock()
+        lock.users += 1
+        try:
+            async with lock.lock:
+                await self._route_room(ctx, env, el, local)
+        finally:
+            lock.users -= 1
+            if lock.users == 0 and self._locks.get(local) is lock:
+                del self._locks[local]
+
+    async def _route_room(
+        self, ctx: Context, env: Envelope, el: etree._Element, local: str
+    ) -> None:
+        to, frm = env.to, env.frm
+        room = self.rooms.get(local)
         if room is None:
-            room = await self._load(ctx, to.local)
+            room = await self._load(ctx, local)
         out: list[etree._Element]
         if env.kind == "presence":
             if room is None:
@@ -111,14 +140,31 @@ class MucService:
         await self._save(ctx, room, before, seq)
         if env.kind == "message" and env.type == "groupchat" and to.resource is None and out:
             self._messages.inc()
-        self._fanout.inc(len(out))
-        for o in out:
-            await ctx.send(o)
+        await self.fan_out(ctx, out)
         if room.destroyed or room.empty:
             # a temporary room ends with its last occupant (XEP-0045 10.1.3);
             # a persistent one leaves memory and comes back from storage
-            if self.rooms.get(to.local) is room:
-                del self.rooms[to.local]
+            if self.rooms.get(local) is room:
+                del self.rooms[local]
+
+    async def fan_out(self, ctx: Context, out: list[etree._Element]) -> None:
+        """Route what a room sent: each recipient's stanzas in order, the
+        recipients at once, so that in a cluster what goes to one edge
+        leaves in one batch rather than one round trip per occupant."""
+        self._fanout.inc(len(out))
+        if len(out) <= 1:
+            for o in out:
+                await ctx.send(o)
+            return
+        by_to: dict[str | None, list[etree._Element]] = {}
+        for o in out:
+            by_to.setdefault(o.get("to"), []).append(o)
+
+        async def one(items: list[etree._Element]) -> None:
+            for o in items:
+                await ctx.send(o)
+
+        await asyncio.gather(*(one(items) for items in by_to.values()))
 
     async def _load(self, ctx: Context, local: str) -> Room | None:
         """A persistent room that is not in memory, from storage."""
@@ -221,8 +267,7 @@ class MucService:
         out = room.destroy(str(alternate) if alternate is not None else None, reason)
         await self._save(ctx, room, before, seq)
         self.rooms.pop(local, None)
-        for o in out:
-            await ctx.send(o)
+        await self.fan_out(ctx, out)
         return True
 
     async def set_affiliation(
@@ -239,8 +284,7 @@ class MucService:
         await self._save(ctx, room, before, seq)
         if room.empty:
             self.rooms.pop(local, None)  # a persistent room comes back from storage
-        for o in out:
-            await ctx.send(o)
+        await self.fan_out(ctx, out)
         return True
 
     # ---- IQs -----------------------------------------------------------------------
@@ -397,6 +441,20 @@ class MucHost:
             await self._service(room.domain).route(self.ctx, env)
         finally:
             await self._settle(room)
+
+    async def shutdown(self) -> None:
+        """Tell every occupant of every room held here that it is out (332)
+        and let the rooms go."""
+        for service in self.services.values():
+            for local, room in list(service.rooms.items()):
+                out = room.shutdown()
+                service.rooms.pop(local, None)
+                try:
+                    await service.fan_out(self.ctx, out)
+                    if self.ownership is not None:
+                        await self.ownership.release(room.jid)
+                except Exception:
+                    log.exception("telling the occupants of %s failed", room.jid)
 
     async def held(self) -> list[JID]:
         """The rooms in this process's memory."""

@@ -28,7 +28,8 @@ COMPOSE = ROOT / "docker-compose.yml"
 XMPPD_SERVICES = {
     "storage": "storage",
     "presence": "presence",
-    "muc": "muc",
+    "muc1": "muc",
+    "muc2": "muc",
     "router1": "router",
     "router2": "router",
     "edge1": "edge",
@@ -90,7 +91,7 @@ def test_healthchecks_and_start_order(model: dict[str, Any]) -> None:
         test = " ".join(services[name]["healthcheck"]["test"])
         assert "9100/readyz" in test, name
         if role in ("edge", "admin"):
-            for backend in ("router1", "router2", "presence", "muc", "storage"):
+            for backend in ("router1", "router2", "presence", "muc1", "muc2", "storage"):
                 assert deps[backend] == "service_healthy", f"{name} waits for {backend}"
     for name in ("postgres", "redis", "prometheus"):
         assert services[name]["healthcheck"]["test"], name
@@ -108,7 +109,7 @@ def test_environment(model: dict[str, Any]) -> None:
         routers = env["XMPPD_ROUTER_ADDRS"].split(",")
         assert routers == ["router1:50052", "router2:50052"]
         assert env["XMPPD_PRESENCE_ADDRS"] == "presence:50053"
-        assert env["XMPPD_MUC_ADDRS"] == "muc:50055"
+        assert env["XMPPD_MUC_ADDRS"] == "muc1:50055,muc2:50055"
         assert env["XMPPD_STORAGE_ADDRS"] == "storage:50054"
     ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
     for name, role in XMPPD_SERVICES.items():
@@ -118,6 +119,8 @@ def test_environment(model: dict[str, Any]) -> None:
             assert env["XMPPD_GRPC_LISTEN"] == f"0.0.0.0:{ports[role]}"
         if role == "edge":
             assert env["XMPPD_EDGE_ADVERTISE"] == f"{name}:50051"
+        if role == "muc":
+            assert env["XMPPD_GRPC_ADVERTISE"] == f"{name}:50055"
     assert services["admin"]["environment"]["XMPPD_ADMIN_TOKENS"]
 
 
@@ -127,30 +130,42 @@ def test_processes_get_settings_the_loader_accepts(model: dict[str, Any]) -> Non
         settings = settings_from_env(model["services"][name]["environment"])
         assert settings.router_addrs == ["router1:50052", "router2:50052"]
         assert settings.presence_addrs == ["presence:50053"]
-        assert settings.muc_addrs == ["muc:50055"]
+        assert settings.muc_addrs == ["muc1:50055", "muc2:50055"]
         assert settings.storage_addrs == ["storage:50054"]
         assert settings.database_url.startswith("postgresql://")
         assert settings.ops_port == 9100
         if role in ports:
             assert settings.grpc_listen == f"0.0.0.0:{ports[role]}"
+        if role == "muc":
+            assert settings.grpc_advertise == f"{name}:50055"
         if role == "admin":
             assert settings.admin_host == "0.0.0.0" and settings.admin_port == 8080
             assert any("admin" in s for s in admin_token_scopes(settings).values())
 
 
-def test_one_muc_process(model: dict[str, Any]) -> None:
-    """The rooms live in the muc process's memory: exactly one runs, and the
-    address every process is given is its gRPC listener."""
+def test_muc_replicas_reach_each_other(model: dict[str, Any]) -> None:
+    """Two muc replicas share the rooms: each announces in Redis an address
+    the other processes (and the other replica, which forwards a room's
+    stanzas to its holder) can reach, i.e. its own service name and gRPC
+    port, never the 0.0.0.0 it binds; every process lists both."""
     services = model["services"]
     mucs = [n for n, svc in services.items() if svc.get("command") == ["xmppd", "muc"]]
-    assert mucs == ["muc"]
-    muc = services["muc"]
-    assert muc.get("deploy", {}).get("replicas", 1) == 1
-    listen = muc["environment"]["XMPPD_GRPC_LISTEN"]
-    assert listen == "0.0.0.0:50055"
+    assert sorted(mucs) == ["muc1", "muc2"]
+    advertised = []
+    for name in mucs:
+        svc = services[name]
+        # a scaled copy would share the node id and the advertised address
+        assert svc.get("deploy", {}).get("replicas", 1) == 1, name
+        env = svc["environment"]
+        port = env["XMPPD_GRPC_LISTEN"].rsplit(":", 1)[1]
+        assert env["XMPPD_GRPC_ADVERTISE"] == f"{name}:{port}", name
+        settings = settings_from_env(env)
+        assert settings.node_id == name
+        advertised.append(settings.grpc_advertise)
+    assert len(set(advertised)) == len(advertised)
     for name in XMPPD_SERVICES:
-        addr = services[name]["environment"]["XMPPD_MUC_ADDRS"]
-        assert addr == f"muc:{listen.rsplit(':', 1)[1]}", name
+        env = services[name]["environment"]
+        assert env["XMPPD_MUC_ADDRS"].split(",") == advertised, name
 
 
 def test_published_ports(model: dict[str, Any]) -> None:

@@ -388,6 +388,9 @@ def test_processes_get_settings_the_loader_accepts(
             # WebSocket and BOSH on 5280, TLS terminated at the Ingress
             assert settings.http_port == 5280
             assert settings.http_secure == "always"
+        if role == "muc":
+            # the other processes and muc replicas reach it at its pod IP
+            assert settings.grpc_advertise == f"{FIELD_VALUES['status.podIP']}:50055"
         if role == "admin":
             assert settings.admin_host == "0.0.0.0" and settings.admin_port == 8080
             if overlay == "dev":
@@ -568,7 +571,7 @@ def test_disruption_budgets_cover_replicated_services(
 ) -> None:
     objs = built[overlay]
     pdbs = kinds(objs, "PodDisruptionBudget")
-    for role in ("edge", "router", "presence", "storage"):
+    for role in ("edge", "router", "presence", "muc", "storage"):
         d = named(objs, "Deployment", f"xmppd-{role}")
         labels = d["spec"]["template"]["metadata"]["labels"]
         covering = [p for p in pdbs if label_selector_matches(p["spec"]["selector"], labels)]
@@ -577,24 +580,47 @@ def test_disruption_budgets_cover_replicated_services(
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_muc_runs_as_one_replica_replaced_not_rolled(
-    overlay: str, built: dict[str, list[Obj]]
-) -> None:
-    """The rooms live in the muc process's memory: never two muc pods at once
-    (no second replica, no rolling update's surge pod, no autoscaler)."""
+def test_muc_replicas_share_the_rooms_and_roll(overlay: str, built: dict[str, list[Obj]]) -> None:
+    """The muc replicas share the rooms (a lease per room in Redis): they roll
+    one at a time with a new replica up before an old one hands its rooms
+    over, each advertises its pod IP and gRPC port (callers and the other
+    replicas reach a room's holder there), production runs several, and the
+    NetworkPolicies let muc pods reach each other on that port."""
     objs = built[overlay]
     muc = named(objs, "Deployment", "xmppd-muc")
-    assert muc["spec"]["replicas"] == 1
-    assert muc["spec"]["strategy"] == {"type": "Recreate"}
+    spec = muc["spec"]["template"]["spec"]
+    strategy = muc["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] == 1
+    expected = {"dev": 1, "production": 2}[overlay]
+    assert muc["spec"]["replicas"] == expected
+    if overlay == "production":
+        assert muc["spec"]["replicas"] >= 2
     for hpa in kinds(objs, "HorizontalPodAutoscaler"):
         assert hpa["spec"]["scaleTargetRef"]["name"] != "xmppd-muc"
-    labels = muc["spec"]["template"]["metadata"]["labels"]
-    for pdb in kinds(objs, "PodDisruptionBudget"):
-        # with one replica a budget could only block node drains
-        assert not label_selector_matches(pdb["spec"]["selector"], labels), pdb["metadata"]
-    (c,) = muc["spec"]["template"]["spec"]["containers"]
+    (c,) = spec["containers"]
     assert c["command"] == ["xmppd", "muc"]
-    assert container_ports(muc["spec"]["template"]["spec"])["grpc"] == GRPC_PORTS["muc"]
+    port = container_ports(spec)["grpc"]
+    assert port == GRPC_PORTS["muc"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["XMPPD_GRPC_ADVERTISE"]["value"] == f"$(POD_IP):{port}"
+    assert env["XMPPD_GRPC_LISTEN"]["value"] == f"0.0.0.0:{port}"
+    settings = settings_from_env(process_environment(objs, c))
+    assert settings.grpc_advertise == f"{FIELD_VALUES['status.podIP']}:{port}"
+    # like the other replicated gRPC roles: out of the Service's DNS answers
+    # before SIGTERM hands the rooms over, well within the grace period
+    pre_stop = c["lifecycle"]["preStop"]
+    sleep = pre_stop.get("sleep", {}).get("seconds") or int(pre_stop["exec"]["command"][-1])
+    presence = named(objs, "Deployment", "xmppd-presence")
+    (pc,) = presence["spec"]["template"]["spec"]["containers"]
+    assert pre_stop == pc["lifecycle"]["preStop"]
+    assert 0 < sleep < spec["terminationGracePeriodSeconds"] - 10
+    labels = muc["spec"]["template"]["metadata"]["labels"]
+    policies = kinds(objs, "NetworkPolicy")
+    assert _allowed(policies, labels, labels, port, "egress", "to"), "muc -> muc egress"
+    assert _allowed(policies, labels, labels, port, "ingress", "from"), "muc -> muc ingress"
 
 
 def _allowed(
