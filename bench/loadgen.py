@@ -24,7 +24,12 @@ Scenarios (each returns a JSON-able dict; :func:`table` prints one):
   per delivered message;
 * :func:`idle` - C sessions held; server memory per connection;
 * :func:`presence_storm` - users with mutual rosters log in, fetch the roster
-  and send initial presence; presence stanzas delivered/s, server CPU per login.
+  and send initial presence; presence stanzas delivered/s, server CPU per login;
+* :func:`muc` - group chat (XEP-0045): rooms of N occupants, one connection
+  each; a few occupants per room post in a closed loop (the next message once
+  every occupant has received the last) and every occupant receives the
+  fan-out; deliveries/s, delivery latency, lost deliveries, server CPU per
+  delivery.
 
 Usable on its own against a running server whose users already exist::
 
@@ -236,6 +241,7 @@ class Client:
         "expect",
         "full_jid",
         "inflight",
+        "muc",
         "partner",
         "password",
         "presences",
@@ -269,6 +275,7 @@ class Client:
         self.seen: set[bytes] | None = None
         self.expect = 0
         self.complete_at = 0.0
+        self.muc: Occupancy | None = None
 
     # ---- negotiation
     async def _next(self) -> bytes:
@@ -399,6 +406,9 @@ class Client:
     def on_element(self, el: bytes) -> None:
         w = self.w
         if el.startswith(b"<message"):
+            if self.muc is not None:
+                self.on_muc_message(el)
+                return
             head = el[: el.find(b">")]
             if b"error" in head:
                 w.errors += 1
@@ -429,12 +439,16 @@ class Client:
                     self.seen.add(frm)
                     if not self.complete_at and len(self.seen) >= self.expect:
                         self.complete_at = time.monotonic()
+            if self.muc is not None:
+                self.muc.on_presence(el)
         elif el.startswith(b"<iq"):
             if b"urn:xmpp:ping" in el and _attr(_ATTR_TYPE, el) == b"get":
                 iq_id = _attr(_ATTR_ID, el) or b""
                 frm = _attr(_ATTR_FROM_FULL, el)
                 to = b" to='%s'" % frm if frm else b""
                 self.send(b"<iq type='result' id='%s'%s/>" % (iq_id, to))
+            elif self.muc is not None:
+                self.muc.on_iq(el)
         elif el == CLOSE:
             w.dropped += 1
 
@@ -449,6 +463,54 @@ class Client:
         w.sent += 1
         self.send(self.to_partner % (w.seq, w.seq, time.perf_counter_ns()))
 
+    # ---- group chat
+    def on_muc_message(self, el: bytes) -> None:
+        """A groupchat message: one delivery of a message some occupant posted
+        (body ``SEQ SENT_NS``), the room's subject (the end of a join), or an error."""
+        w = self.w
+        head = el[: el.find(b">")]
+        if b"'error'" in head or b'"error"' in head:
+            w.errors += 1
+            if len(w.error_samples) < 5:
+                w.error_samples.append(el[:300].decode(errors="replace"))
+            return
+        i = el.find(b"<body>")
+        if i < 0:
+            if b"<subject" in el:
+                assert self.muc is not None
+                self.muc.joined = True
+            return
+        body = el[i + 6 : el.find(b"</body>", i)]
+        sp = body.find(b" ")
+        seq = int(body[:sp])
+        now = time.perf_counter_ns()
+        w.received += 1
+        if w.m0 <= now <= w.m1:
+            w.in_window += 1
+            w.lat.append((now - int(body[sp + 1 :])) / 1000.0)
+        entry = w.pending.get(seq)
+        if entry is None:
+            w.unexpected += 1  # a duplicate, or a message of an earlier phase
+            return
+        entry[0] -= 1
+        if entry[0] == 0:  # every occupant has it: the sender posts its next one
+            del w.pending[seq]
+            if w.refill:
+                entry[1].send_groupchat()
+
+    def send_groupchat(self) -> None:
+        w = self.w
+        m = self.muc
+        assert m is not None
+        w.seq += 1
+        w.sent += 1
+        w.expected += m.size
+        w.pending[w.seq] = [m.size, self]
+        now = time.perf_counter_ns()
+        if w.m0 <= now <= w.m1:
+            w.sent_in_window += 1
+        self.send(m.post % (w.seq, w.seq, now))
+
     async def close(self) -> None:
         if self.writer is None:
             return
@@ -458,6 +520,91 @@ class Client:
             self.writer.close()
         if self.task is not None:
             self.task.cancel()
+
+
+class Occupancy:
+    """One client's place in a group chat room: what it has seen of the join."""
+
+    __slots__ = (
+        "entered",
+        "error",
+        "iq_id",
+        "iq_result",
+        "joined",
+        "nick",
+        "post",
+        "room",
+        "roster",
+        "size",
+    )
+
+    def __init__(self, room: bytes, nick: bytes, size: int) -> None:
+        self.room = room  # the room's bare JID
+        self.nick = nick
+        self.size = size  # occupants the room will have (all of them ours)
+        self.entered = False  # its own presence came back (status 110): it is in
+        self.joined = False  # the subject arrived: the last stanza of a join
+        self.roster: set[bytes] = set()  # nicknames present, from their presence
+        self.error = ""
+        self.iq_id = b""
+        self.iq_result = False
+        self.post = (
+            b"<message to='%s' type='groupchat' id='g%%d'><body>%%d %%d</body></message>" % room
+        )
+
+    def join_stanza(self) -> bytes:
+        """Enter the room (XEP-0045 7.2) and ask for no history (7.2.14)."""
+        return (
+            b"<presence to='%s/%s'><x xmlns='http://jabber.org/protocol/muc'>"
+            b"<history maxstanzas='0'/></x></presence>" % (self.room, self.nick)
+        )
+
+    def configure_stanza(self, iq_id: bytes) -> bytes:
+        """The owner accepts the default configuration: an instant room (10.1.2)."""
+        self.iq_id, self.iq_result = iq_id, False
+        return (
+            b"<iq type='set' id='%s' to='%s'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+            b"<x xmlns='jabber:x:data' type='submit'/></query></iq>" % (iq_id, self.room)
+        )
+
+    def on_presence(self, el: bytes) -> None:
+        frm = _attr(_ATTR_FROM_FULL, el)
+        if frm is None or not frm.startswith(self.room + b"/"):
+            return
+        typ = _attr(_ATTR_TYPE, el)
+        nick = frm[len(self.room) + 1 :]
+        if typ == b"error":
+            self.error = self.error or el[:300].decode(errors="replace")
+        elif typ == b"unavailable":
+            self.roster.discard(nick)
+        else:
+            self.roster.add(nick)
+            if nick == self.nick:
+                self.entered = True
+
+    def on_iq(self, el: bytes) -> None:
+        if self.iq_id and _attr(_ATTR_ID, el) == self.iq_id:
+            if _attr(_ATTR_TYPE, el) == b"result":
+                self.iq_result = True
+            else:
+                self.error = self.error or el[:300].decode(errors="replace")
+
+
+def room_specs(text: str) -> list[tuple[int, int]]:
+    """``"10x10,2x100"`` -> ``[(10, 10), (2, 100)]``: rooms x occupants per room."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        rooms, sep, size = part.lower().partition("x")
+        if not sep or not rooms.isdigit() or not size.isdigit():
+            raise ValueError(f"room spec {part!r}: expected ROOMSxOCCUPANTS, such as 10x10")
+        if int(rooms) < 1 or int(size) < 2:
+            raise ValueError(f"room spec {part!r}: at least 1 room of 2 occupants")
+        out.append((int(rooms), int(size)))
+    if not out:
+        raise ValueError("no room spec")
+    return out
 
 
 # -------------------------------------------------------------------- worker
@@ -508,6 +655,12 @@ class Worker:
         self.m0 = 0
         self.m1 = 0
         self.lat = array("d")
+        # group chat: seq -> [occupants still to receive it, its sender]
+        self.pending: dict[int, list[Any]] = {}
+        self.expected = 0
+        self.unexpected = 0
+        self.sent_in_window = 0
+        self.error_samples: list[str] = []
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -686,6 +839,144 @@ class Worker:
             "window_cpu_s": cpu_w1 - cpu_w0,
         }
 
+    async def op_muc_join(
+        self, rooms: Sequence[str], size: int, concurrency: int, timeout: float
+    ) -> dict[str, Any]:
+        """Put this worker's clients, ``size`` at a time in order, into ``rooms``.
+
+        Per room: the first client joins (creating the room, locked), accepts
+        the default configuration (an instant room) and waits for the result;
+        then the others join, at most ``concurrency`` at a time over all rooms,
+        each in once its own presence (status 110) comes back. The room is
+        ready when every occupant has seen all ``size`` present; then each
+        should have the room's subject, the last stanza of a join (XEP-0045
+        7.2.15): those still without it after 5 s are counted."""
+        clients = self.clients
+        if len(clients) != len(rooms) * size:
+            raise RuntimeError(f"{len(clients)} clients for {len(rooms)} rooms of {size}")
+        sem = asyncio.Semaphore(max(1, concurrency))
+        deadline = time.monotonic() + timeout
+        lat = array("d")
+        failures: list[str] = []
+
+        async def until(cond: Callable[[], bool], occ: Occupancy, what: str) -> None:
+            while not cond():
+                if occ.error:
+                    raise LoginError(f"{what}: {occ.error}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{what}: no answer within {timeout:.0f}s")
+                await asyncio.sleep(0.005)
+
+        async def enter(c: Client) -> None:
+            occ = c.muc
+            assert occ is not None
+            async with sem:
+                t0 = time.perf_counter()
+                c.send(occ.join_stanza())
+                await until(lambda: occ.entered, occ, f"{c.user} joining {occ.room.decode()}")
+                lat.append(time.perf_counter() - t0)
+
+        def everyone(occ: Occupancy) -> Callable[[], bool]:
+            return lambda: len(occ.roster) >= size
+
+        async def room(name: str, members: list[Client]) -> None:
+            jid = name.encode()
+            for k, c in enumerate(members):
+                c.muc = Occupancy(jid, b"n%d" % k, size)
+            try:
+                owner = members[0]
+                await enter(owner)
+                occ = owner.muc
+                assert occ is not None
+                owner.send(occ.configure_stanza(b"cfg-" + jid))
+                await until(lambda: occ.iq_result, occ, f"configuring {name}")
+                await asyncio.gather(*(enter(c) for c in members[1:]))
+                for c in members:
+                    assert c.muc is not None
+                    await until(everyone(c.muc), c.muc, f"{c.user} in {name}")
+            except Exception as exc:
+                failures.append(f"{type(exc).__name__}: {exc}"[:400])
+
+        t0 = time.monotonic()
+        await asyncio.gather(
+            *(room(r, clients[i * size : (i + 1) * size]) for i, r in enumerate(rooms))
+        )
+        wall = time.monotonic() - t0
+        subject_by = time.monotonic() + 5.0
+        while time.monotonic() < subject_by and not all(  # noqa: ASYNC110
+            c.muc is None or c.muc.joined for c in clients
+        ):
+            await asyncio.sleep(0.02)
+        return {
+            "rooms": len(rooms),
+            "entered": sum(1 for c in clients if c.muc is not None and c.muc.entered),
+            "missing_subjects": sum(1 for c in clients if c.muc is not None and not c.muc.joined),
+            "failures": failures[:5],
+            "lat": lat.tobytes(),
+            "wall_s": wall,
+            "presences": sum(c.presences for c in clients),
+        }
+
+    async def op_muc_loop(
+        self,
+        t_start: float,
+        warmup: float,
+        duration: float,
+        senders: int,
+        window: int,
+        drain: float = 10.0,
+    ) -> dict[str, Any]:
+        """The closed loop: the first ``senders`` occupants of each room keep
+        ``window`` messages each in flight, and post the next one when every
+        occupant (themselves included: the room echoes) has received one."""
+        self.reset_counters()
+        posting: list[Client] = []
+        by_room: dict[bytes, list[Client]] = {}
+        for c in self.clients:
+            if c.muc is not None:
+                by_room.setdefault(c.muc.room, []).append(c)
+        for members in by_room.values():
+            posting.extend(members[:senders])
+        offset = time.perf_counter_ns() - time.monotonic_ns()
+        self.m0 = int((t_start + warmup) * 1e9) + offset
+        self.m1 = self.m0 + int(duration * 1e9)
+        end = t_start + warmup + duration
+        await asyncio.sleep(max(0.0, t_start - time.monotonic()))
+        cpu_w0 = cpu_w1 = _cpu()
+        if posting:
+            self.refill = True
+            for _ in range(window):
+                for c in posting:
+                    c.send_groupchat()
+            await asyncio.sleep(max(0.0, t_start + warmup - time.monotonic()))
+            cpu_w0 = _cpu()
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            cpu_w1 = _cpu()
+            self.refill = False
+        t_end = time.monotonic()
+        deadline, cap, seen = t_end + drain, t_end + 6 * drain, -1
+        while self.pending and time.monotonic() < deadline:
+            if self.received != seen:
+                seen = self.received
+                deadline = min(cap, time.monotonic() + drain)
+            await asyncio.sleep(0.02)
+        return {
+            "posting": len(posting),
+            "sent": self.sent,
+            "sent_in_window": self.sent_in_window,
+            "expected": self.expected,
+            "received": self.received,
+            "in_window": self.in_window,
+            "incomplete": len(self.pending),
+            "unexpected": self.unexpected,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "dropped": self.dropped,
+            "drain_s": time.monotonic() - t_end,
+            "lat": self.lat.tobytes(),
+            "window_cpu_s": cpu_w1 - cpu_w0,
+        }
+
     async def op_wait_presence(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         tracked = [c for c in self.clients if c.seen is not None]
@@ -822,11 +1113,13 @@ class LoadGen:
         pairs: bool = False,
         timeout: float = 120.0,
         ports: Sequence[int] | None = None,
+        group: int = 0,
     ) -> dict[str, Any]:
         """Log ``users`` in over the workers; user ``i`` connects to
-        ``ports[i % len(ports)]`` (default: the target's ports)."""
+        ``ports[i % len(ports)]`` (default: the target's ports). ``group``
+        users in a row stay on one worker (a pair, a room's occupants)."""
         idx = list(range(len(users)))
-        parts = self.split(idx, 2 if pairs else 1)
+        parts = self.split(idx, group or (2 if pairs else 1))
         per = max(1, concurrency // self.n)
         spread = tuple(ports) if ports else self.target.all_ports()
         cmds = [
@@ -1152,6 +1445,55 @@ def login_storm(
     return out
 
 
+@dataclass
+class _Window:
+    """What the workers sent back from a measured phase, and the CPU
+    counters read at the start and the end of its measured window."""
+
+    replies: list[dict[str, Any]]
+    lat: array[float]
+    cpu0: float
+    cpu1: float
+    parts0: Any
+    parts1: Any
+    own0: float
+    own1: float
+    busy0: float
+    busy1: float
+
+
+def _measured(
+    lg: LoadGen,
+    probe: Probe,
+    cmd: dict[str, Any],
+    t_start: float,
+    warmup: float,
+    duration: float,
+    drain: float,
+    what: str,
+) -> _Window:
+    """Start ``cmd`` on every worker, read the CPU counters over the
+    measured window, then collect the workers' replies and latencies."""
+    for conn in lg.conns:
+        conn.send(dict(cmd))
+    time.sleep(max(0.0, t_start + warmup - time.monotonic()))
+    (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
+    time.sleep(max(0.0, t_start + warmup + duration - time.monotonic()))
+    (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
+    replies = []
+    for conn in lg.conns:
+        if not conn.poll(warmup + duration + 6 * drain + 120):
+            raise TimeoutError(f"load generator worker did not finish the {what}")
+        replies.append(conn.recv())
+    errors = [r["error"] for r in replies if "error" in r]
+    if errors:
+        raise RuntimeError("load generator: " + "; ".join(errors))
+    lat = array("d")
+    for r in replies:
+        lat.frombytes(r["lat"])
+    return _Window(replies, lat, cpu0, cpu1, parts0, parts1, own0, own1, busy0, busy1)
+
+
 def _message_phase(
     lg: LoadGen,
     probe: Probe,
@@ -1174,23 +1516,10 @@ def _message_phase(
         "rate": rate / lg.n,
         "drain": drain,
     }
-    for conn in lg.conns:
-        conn.send(dict(cmd))
-    time.sleep(max(0.0, t_start + warmup - time.monotonic()))
-    (cpu0, parts0), own0, busy0 = _server_cpu(probe), own_cpu(), machine_busy()
-    time.sleep(max(0.0, t_start + warmup + duration - time.monotonic()))
-    (cpu1, parts1), own1, busy1 = _server_cpu(probe), own_cpu(), machine_busy()
-    replies = []
-    for conn in lg.conns:
-        if not conn.poll(warmup + duration + 6 * drain + 120):
-            raise TimeoutError("load generator worker did not finish the message phase")
-        replies.append(conn.recv())
-    errors = [r["error"] for r in replies if "error" in r]
-    if errors:
-        raise RuntimeError("load generator: " + "; ".join(errors))
-    lat = array("d")
-    for r in replies:
-        lat.frombytes(r["lat"])
+    w = _measured(lg, probe, cmd, t_start, warmup, duration, drain, "message phase")
+    replies, lat = w.replies, w.lat
+    cpu0, cpu1, parts0, parts1 = w.cpu0, w.cpu1, w.parts0, w.parts1
+    own0, own1, busy0, busy1 = w.own0, w.own1, w.busy0, w.busy1
     pct = {k: _r(v / 1000, 3) for k, v in percentiles(lat).items()}
     out: dict[str, Any] = {
         "mode": mode,
@@ -1426,6 +1755,175 @@ def presence_storm(
     return out
 
 
+def _muc_phase(
+    lg: LoadGen,
+    probe: Probe,
+    rooms: int,
+    size: int,
+    users: Sequence[tuple[str, str]],
+    mech: str,
+    *,
+    service: str,
+    tag: str,
+    senders: int,
+    window: int,
+    warmup: float,
+    duration: float,
+    drain: float,
+    concurrency: int,
+    join_concurrency: int,
+    settle: float,
+) -> dict[str, Any]:
+    """``rooms`` rooms of ``size`` occupants: log in, join, closed loop, close."""
+    _settle(settle, probe)
+    need = rooms * size
+    out: dict[str, Any] = {
+        "rooms": rooms,
+        "occupants_per_room": size,
+        "clients": need,
+        "senders_per_room": min(senders, size),
+        "window_per_sender": window,
+    }
+    if len(users) < need:
+        raise ValueError(f"{rooms} rooms of {size} need {need} users, {len(users)} exist")
+    r = lg.login(users[:need], mech, concurrency, "lg-muc", group=size)
+    out.update(logged_in=r["ok"], login_failed=r["failed"], failures=r["failures"])
+    if r["failed"]:
+        lg.close_all()
+        out["error"] = f"{r['failed']} logins failed"
+        return out
+    names = [f"bench{tag}-{rooms}x{size}-{i}@{service}" for i in range(rooms)]
+    per_worker = lg.split(names)  # room i on worker i mod n, as the logins above
+    t0 = time.monotonic()
+    cpu0 = _server_cpu(probe)[0]
+    timeout = 60.0 + need * size / 200  # a join's presences grow with the room
+    per = max(1, join_concurrency // lg.n)
+    joins = lg.call_all(
+        [
+            {"op": "muc_join", "rooms": rs, "size": size, "concurrency": per, "timeout": timeout}
+            for rs in per_worker
+        ],
+        timeout=timeout + 30,
+    )
+    join_lat = array("d")
+    for j in joins:
+        join_lat.frombytes(j["lat"])
+    out["join"] = {
+        "concurrency": per * lg.n,
+        "joined": sum(j["entered"] for j in joins),
+        "missing_subjects": sum(j["missing_subjects"] for j in joins),
+        "failures": [f for j in joins for f in j["failures"]][:5],
+        "wall_s": _r(time.monotonic() - t0, 2),
+        "latency_ms": {k: _r(v * 1000) for k, v in percentiles(join_lat).items()},
+        "server_cpu_s": _r(_server_cpu(probe)[0] - cpu0),
+    }
+    if out["join"]["failures"]:
+        lg.close_all()
+        out["error"] = "joins failed: " + "; ".join(out["join"]["failures"][:2])
+        return out
+    t_start = time.monotonic() + 0.3
+    cmd = {
+        "op": "muc_loop",
+        "t_start": t_start,
+        "warmup": warmup,
+        "duration": duration,
+        "senders": senders,
+        "window": window,
+        "drain": drain,
+    }
+    w = _measured(lg, probe, cmd, t_start, warmup, duration, drain, "group chat phase")
+    lg.close_all()
+    replies, lat = w.replies, w.lat
+    cpu0, cpu1, parts0, parts1 = w.cpu0, w.cpu1, w.parts0, w.parts1
+    own0, own1, busy0, busy1 = w.own0, w.own1, w.busy0, w.busy1
+    in_window = sum(x["in_window"] for x in replies)
+    expected = sum(x["expected"] for x in replies)
+    delivered = sum(x["received"] for x in replies)
+    server = cpu1 - cpu0
+    lg_cpu = sum(x["window_cpu_s"] for x in replies) + own1 - own0
+    out.update(
+        {
+            "senders": sum(x["posting"] for x in replies),
+            "sent": sum(x["sent"] for x in replies),
+            "expected_deliveries": expected,
+            "delivered": delivered,
+            "lost": max(0, expected - delivered),
+            "incomplete_messages": sum(x["incomplete"] for x in replies),
+            "unexpected": sum(x["unexpected"] for x in replies),
+            "errors": sum(x["errors"] for x in replies),
+            "error_samples": [e for x in replies for e in x["error_samples"]][:3],
+            "dropped_connections": sum(x["dropped"] for x in replies),
+            "drain_s": _r(max(x["drain_s"] for x in replies)),
+            "warmup_s": warmup,
+            "duration_s": duration,
+            "posted_in_window": sum(x["sent_in_window"] for x in replies),
+            "delivered_in_window": in_window,
+            "deliveries_per_s": _r(in_window / duration, 1),
+            "posted_per_s": _r(sum(x["sent_in_window"] for x in replies) / duration, 1),
+            "latency_ms": {k: _r(v / 1000, 3) for k, v in percentiles(lat).items()},
+            "server_cpu_s": _r(server),
+            "server_cores": _r(server / duration),
+            "server_cpu_us_per_delivery": _r(server * 1e6 / max(1, in_window), 1),
+            "loadgen_cpu_s": _r(lg_cpu),
+            "loadgen_cores": _r(lg_cpu / duration),
+            "machine_busy_cores": _r((busy1 - busy0) / duration),
+        }
+    )
+    if parts1:
+        out["server_cpu_parts_s"] = _diff(parts0, parts1)
+    return out
+
+
+def muc(
+    lg: LoadGen,
+    probe: Probe,
+    users: Sequence[tuple[str, str]],
+    specs: Sequence[tuple[int, int]],
+    mech: str = "PLAIN",
+    *,
+    service: str = "",
+    senders: int = 2,
+    window: int = 2,
+    duration: float = 15.0,
+    warmup: float = 2.0,
+    drain: float = 10.0,
+    concurrency: int = 50,
+    join_concurrency: int = 10,
+    settle: float = 1.0,
+) -> dict[str, Any]:
+    """Group chat (XEP-0045), one phase per ``(rooms, occupants)`` in ``specs``.
+
+    Every occupant is a connection of its own; a room's occupants are on one
+    load generator worker (the closed loop is counted there) and alternate
+    over the target's ports by index. Rooms get names of their own in each
+    run (``bench<tag>-<R>x<N>-<i>``), are created by their first occupant and
+    configured as instant rooms, and are gone when the phase closes its
+    connections. Each delivery is one groupchat message received by one
+    occupant, the sender's echo included: a message posted in a room of N
+    makes N deliveries. ``concurrency`` logins and ``join_concurrency`` joins
+    are in flight at a time (a join costs the server a presence to and from
+    every occupant already in: 10 keep the cluster's calls within their
+    deadlines in rooms of 100)."""
+    service = service or f"conference.{lg.target.domain}"
+    tag = secrets.token_hex(3)
+    out: dict[str, Any] = {
+        "scenario": "muc",
+        "mech": mech,
+        "service": service,
+        "senders_per_room": senders,
+        "window_per_sender": window,
+        "phases": {},
+    }
+    for rooms, size in specs:
+        out["phases"][f"{rooms}x{size}"] = _muc_phase(
+            lg, probe, rooms, size, users, mech, service=service, tag=tag, senders=senders,
+            window=window, warmup=warmup, duration=duration, drain=drain,
+            concurrency=concurrency, join_concurrency=join_concurrency, settle=settle,
+        )  # fmt: skip
+    out["lost_total"] = sum(p.get("lost", 0) for p in out["phases"].values())
+    return out
+
+
 # ------------------------------------------------------------------- output
 
 
@@ -1475,7 +1973,9 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="server process to measure (its tree); comma separated for several (cluster)",
     )
-    ap.add_argument("--scenario", choices=["login", "messages", "idle", "presence"], required=True)
+    ap.add_argument(
+        "--scenario", choices=["login", "messages", "idle", "presence", "muc"], required=True
+    )
     ap.add_argument("--user-format", default="u{}", help="user names, {} is the index")
     ap.add_argument("--password", required=True)
     ap.add_argument("--clients", type=int, default=100)
@@ -1486,6 +1986,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--window", type=int, default=4)
+    ap.add_argument("--rooms", default="10x10,2x100", help="muc: ROOMSxOCCUPANTS, comma separated")
+    ap.add_argument("--senders", type=int, default=2, help="muc: occupants posting per room")
     a = ap.parse_args(argv)
     raise_nofile()
     users = [(a.user_format.format(i), a.password) for i in range(a.clients)]
@@ -1504,6 +2006,11 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         elif a.scenario == "idle":
             res = idle(lg, probe, users, a.mech, concurrency=a.concurrency)
+        elif a.scenario == "muc":
+            res = muc(
+                lg, probe, users, room_specs(a.rooms), a.mech, senders=a.senders,
+                window=a.window, duration=a.duration, concurrency=a.concurrency,
+            )  # fmt: skip
         else:
             n = len(ring_contacts(a.clients, a.contacts)[0])
             res = presence_storm(

@@ -22,7 +22,10 @@ edges as processes against the local PostgreSQL and Redis, with a database
 and a Redis key prefix of its own, removed afterwards). The cluster's server
 CPU is summed over its processes, the Redis server and the PostgreSQL
 backends of its database; the ``edges`` scenario (cluster only) compares
-logins and held connections on one edge with the same on two.
+logins and held connections on one edge with the same on two. The ``muc``
+scenario (group chat, XEP-0045) uses each server's MUC service at
+``conference.localhost``: xmppd's is always on; Prosody gets a ``muc``
+component and ejabberd ``mod_muc`` when the run has that scenario.
 """
 
 from __future__ import annotations
@@ -68,7 +71,13 @@ BENCH_DOC = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
-SCENARIOS = ("login", "messages", "idle", "presence", "edges")
+SCENARIOS = ("login", "messages", "idle", "presence", "muc", "edges")
+#: the group chat service (XEP-0045) on every target
+MUC_SERVICE = f"conference.{DOMAIN}"
+#: the occupant limit set on the peers that have one (ejabberd: 200 by
+#: default); xmppd's default (muc_max_occupants) is 200 and is raised only for
+#: larger rooms; Prosody 0.12 has no such limit
+MUC_MAX_OCCUPANTS = 1000
 #: the per-IP limits and the shaper off: the load comes from one address and
 #: measures the server, not its defences (docs/operations.md, "Limits")
 BENCH_LIMITS = {
@@ -105,6 +114,17 @@ class Sizes:
     profile_s: float = 10.0
     scale_conns: int = 1000
     scale_hold_s: float = 3.0
+    muc_rooms: str = "10x10,2x100"
+    muc_senders: int = 2
+    muc_window: int = 2
+    muc_s: float = 15.0
+
+    def muc_specs(self) -> list[tuple[int, int]]:
+        return loadgen.room_specs(self.muc_rooms)
+
+    def muc_clients(self) -> int:
+        """Connections of the largest group chat phase (phases run one after another)."""
+        return max(r * n for r, n in self.muc_specs())
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -121,6 +141,8 @@ class Sizes:
             profile_s=3.0,
             scale_conns=100,
             scale_hold_s=1.0,
+            muc_rooms="4x5,2x20",
+            muc_s=3.0,
         )
 
 
@@ -134,7 +156,7 @@ class Users:
 
     @classmethod
     def make(cls, s: Sizes) -> Users:
-        n = max(s.logins, s.msg_clients, s.idle, s.scale_conns)
+        n = max(s.logins, s.msg_clients, s.idle, s.scale_conns, s.muc_clients())
         p = s.presence_users
         return cls(
             plain=[f"u{i}" for i in range(n)],
@@ -234,6 +256,9 @@ class TargetServer:
     label = ""
     #: the cheaper mechanism for logins no scenario measures (idle, messages)
     setup_mech = "PLAIN"
+    #: the largest group chat room the run needs; 0: no group chat scenario,
+    #: the peers then run without their MUC component
+    muc = 0
 
     def __init__(self, work: Path, cert: Path, key: Path, raw: Path) -> None:
         self.work = work / self.name
@@ -318,6 +343,7 @@ class Embedded(TargetServer):
             # the web listener (WebSocket, BOSH) is on, as deployed, on a free port
             XMPPD_HTTP_HOST="127.0.0.1",
             XMPPD_HTTP_PORT="0",
+            **muc_env(self.muc),
         )
         return env
 
@@ -339,6 +365,14 @@ class Embedded(TargetServer):
             await provision_xmppd(db, users)
         finally:
             await db.close()
+
+
+def muc_env(largest_room: int) -> dict[str, str]:
+    """xmppd's group chat service is always on (``conference.<host>``); its
+    occupant limit is raised only for rooms above its default of 200."""
+    if largest_room <= 200:
+        return {}
+    return {"XMPPD_MUC_MAX_OCCUPANTS": str(max(MUC_MAX_OCCUPANTS, largest_room))}
 
 
 async def provision_xmppd(db: Any, users: Users, parallel: int = 1) -> None:
@@ -404,6 +438,19 @@ ssl = {{ certificate = "{cert}"; key = "{key}" }}
 VirtualHost "{domain}"
 """
 
+#: appended when the run has the group chat scenario: XEP-0045 on
+#: conference.<domain>. Anyone may create a room (the default, made explicit);
+#: new rooms stay locked until configured (muc_room_locking, the default);
+#: rooms keep 20 messages of history (the default, as on xmppd and
+#: ejabberd). Prosody 0.12's mod_muc has no occupant limit and no rate limit
+#: (mod_muc_limits is a community module, not loaded); at most 100 rooms are
+#: kept live by default, raised with the rest.
+PROSODY_MUC = """Component "{service}" "muc"
+restrict_room_creation = false
+max_history_messages = 20
+muc_room_cache_size = {max}
+"""
+
 
 class Prosody(TargetServer):
     name = "prosody"
@@ -437,11 +484,12 @@ class Prosody(TargetServer):
         self.port = free_port()
         for d in ("data", "certs"):
             (self.work / d).mkdir(parents=True, exist_ok=True)
-        self.cfg.write_text(
-            PROSODY_CFG.format(
-                dir=self.work, port=self.port, cert=self.cert, key=self.key, domain=DOMAIN
-            )
+        cfg = PROSODY_CFG.format(
+            dir=self.work, port=self.port, cert=self.cert, key=self.key, domain=DOMAIN
         )
+        if self.muc:
+            cfg += PROSODY_MUC.format(service=MUC_SERVICE, max=MUC_MAX_OCCUPANTS)
+        self.cfg.write_text(cfg)
         # the first account through prosodyctl register (one process per account,
         # ~70 ms each), the rest through Prosody's admin shell (user:create) in bulk
         run(["prosodyctl", "--config", str(self.cfg), "register", users.plain[0], DOMAIN, PASSWORD])
@@ -514,6 +562,29 @@ modules:
   mod_time: {{}}
   mod_vcard: {{}}
   mod_version: {{}}
+"""
+
+#: appended to the modules when the run has the group chat scenario: XEP-0045
+#: on conference.<domain>; anyone may create rooms (access_create: all, the
+#: default, made explicit); 20 messages of history (the default, as on xmppd
+#: and Prosody); the occupant limit, 200 by default both for the service and
+#: for each new room, raised; no shapers and no minimum message or presence
+#: intervals (the defaults, made explicit)
+EJABBERD_MUC = """  mod_muc:
+    hosts:
+      - "{service}"
+    access: all
+    access_create: all
+    history_size: 20
+    max_users: {max}
+    max_users_presence: {max}
+    min_message_interval: 0
+    min_presence_interval: 0
+    room_shaper: none
+    user_message_shaper: none
+    user_presence_shaper: none
+    default_room_options:
+      max_users: {max}
 """
 
 EJABBERD_PROVISION = r"""
@@ -598,9 +669,10 @@ class Ejabberd(TargetServer):
             (self.work / d).mkdir(parents=True, exist_ok=True)
         pem = cfg / "server.pem"
         pem.write_bytes(self.key.read_bytes() + self.cert.read_bytes())
-        (cfg / "ejabberd.yml").write_text(
-            EJABBERD_YML.format(domain=DOMAIN, pem=pem, port=self.port)
-        )
+        yml = EJABBERD_YML.format(domain=DOMAIN, pem=pem, port=self.port)
+        if self.muc:
+            yml += EJABBERD_MUC.format(service=MUC_SERVICE, max=max(MUC_MAX_OCCUPANTS, self.muc))
+        (cfg / "ejabberd.yml").write_text(yml)
         (cfg / "ejabberdctl.cfg").write_text(
             f'ERLANG_NODE={self.node}\nERL_OPTIONS="-setcookie {self.cookie}"\n'
         )
@@ -614,7 +686,7 @@ class Ejabberd(TargetServer):
         # the first account through ejabberdctl register (one Erlang VM per call,
         # ~0.5 s), the rest in bulk through the same node's API over Erlang
         # distribution; rosters straight into its mnesia roster table
-        run(self.ctl("register", users.plain[0], DOMAIN, PASSWORD), timeout=120, env=self.ctl_env())
+        self._register_first(users.plain[0])
         creds = shared_salt_credentials(PASSWORD)["SHA-1"]
         b64 = [
             base64.b64encode(x).decode() for x in (creds.stored_key, creds.server_key, creds.salt)
@@ -650,6 +722,20 @@ class Ejabberd(TargetServer):
         )
         lines = out.stdout.strip().splitlines()
         log(f"ejabberd: {lines[-1] if lines else 'provisioned'}")
+
+    def _register_first(self, user: str, attempts: int = 20) -> None:
+        """``ejabberdctl register``, again while the node is still creating its
+        tables: its client port can open before mnesia has the ``passwd``
+        table, and the call then fails with ``no_exists`` (seen once, with
+        mod_muc loaded)."""
+        for attempt in range(attempts):
+            try:
+                run(self.ctl("register", user, DOMAIN, PASSWORD), timeout=120, env=self.ctl_env())
+                return
+            except RuntimeError as exc:
+                if "no_exists" not in str(exc) or attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -741,6 +827,7 @@ class Cluster(TargetServer):
             "XMPPD_LOG_LEVEL": "WARNING",
             "XMPPD_C2S_DIRECT_TLS_PORT": "-1",
             **BENCH_LIMITS,
+            **muc_env(self.muc),
         }
         with _without_xmppd_env():
             self.cluster = LocalCluster(
@@ -1013,6 +1100,8 @@ def bench_target(
         out.update(available=False, reason=why)
         return out
     log(f"{t.name}: starting and creating {len(users.plain) + len(users.presence)} accounts")
+    if "muc" in scenarios:
+        t.muc = max(n for _r, n in sizes.muc_specs())
     t0 = time.monotonic()
     try:
         t.start(users)
@@ -1077,6 +1166,24 @@ def bench_target(
                         [(u, PASSWORD) for u in users.presence],
                         [len(c) for c in users.contacts],
                         sizes.login_mech,
+                        concurrency=sizes.concurrency,
+                    ),
+                    lg,
+                )
+            if "muc" in scenarios:
+                res["muc"] = run_scenario(
+                    "muc",
+                    lambda: loadgen.muc(
+                        lg,
+                        probe,
+                        creds,
+                        sizes.muc_specs(),
+                        setup_mech,
+                        service=MUC_SERVICE,
+                        senders=sizes.muc_senders,
+                        window=sizes.muc_window,
+                        duration=sizes.muc_s,
+                        warmup=sizes.warmup_s,
                         concurrency=sizes.concurrency,
                     ),
                     lg,
@@ -1268,6 +1375,7 @@ PROFILED = {
 
 def write_profile_md(p: dict[str, Any], target: str = "embedded") -> None:
     what, others = PROFILED[target]
+
     def rows(items: list[tuple[str, float]]) -> list[str]:
         return [
             "| % of samples | function |",
@@ -1392,6 +1500,7 @@ CLUSTER_PARTS = (
     ("router", "routers"),
     ("presence", "presence"),
     ("storage", "storage"),
+    ("muc", "group chat (muc)"),
     ("redis", "Redis (shared with the machine)"),
     ("postgres", "PostgreSQL backends of its database"),
 )
@@ -1529,6 +1638,109 @@ def edge_scaling_table(t: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: rows of the group chat table, per phase: (key path in the phase, label, better)
+MUC_ROWS: list[tuple[str, str, str]] = [
+    ("deliveries_per_s", "deliveries/s (messages fanned out)", "higher"),
+    ("latency_ms.p50", "delivery latency p50 (ms)", "lower"),
+    ("latency_ms.p99", "delivery latency p99 (ms)", "lower"),
+    ("server_cpu_us_per_delivery", "server CPU per delivery (us)", "lower"),
+    ("lost", "lost deliveries (must be 0)", "lower"),
+    ("posted_per_s", "messages posted/s", "info"),
+    ("server_cores", "server CPU used (cores)", "info"),
+    ("loadgen_cores", "load generator CPU (cores)", "info"),
+    ("machine_busy_cores", "whole machine busy (cores)", "info"),
+    ("join.wall_s", "joins: all occupants in, rooms ready (s)", "info"),
+    ("join.missing_subjects", "joins answered without the subject (must be 0)", "lower"),
+]
+
+
+def muc_phase_label(key: str, phase: dict[str, Any] | None = None) -> str:
+    """``"10x100"`` -> ``"10 rooms x 100"``."""
+    rooms, _, size = key.partition("x")
+    if phase:
+        rooms, size = str(phase.get("rooms", rooms)), str(phase.get("occupants_per_room", size))
+    return f"{rooms} room{'s' if rooms != '1' else ''} x {size}"
+
+
+def muc_metric(target: dict[str, Any], phase: str, path: str) -> float | None:
+    res = target.get("scenarios", {}).get("muc")
+    if not res or "error" in res:
+        return None
+    ph = res.get("phases", {}).get(phase)
+    if not ph or "error" in ph:
+        return None
+    return _path(ph, path)
+
+
+def muc_markdown(run: dict[str, Any]) -> list[str]:
+    """The group chat table (one block of rows per room size) with ratios to
+    each peer, and the cluster's server CPU per delivery by process."""
+    targets = {t["target"]: t for t in run["targets"]}
+    cols = [n for n in TARGETS if n in targets]
+    phases: dict[str, dict[str, Any]] = {}
+    for c in cols:
+        for key, ph in targets[c].get("scenarios", {}).get("muc", {}).get("phases", {}).items():
+            phases.setdefault(key, ph)
+    if not phases:
+        return []
+    peers = [n for n in ("prosody", "ejabberd") if targets.get(n, {}).get("available")]
+    ours = [
+        (n, short) for n, short in OURS if n == "embedded" or targets.get(n, {}).get("available")
+    ]
+    head = ["group chat (XEP-0045)", "better", *[targets[c]["label"] for c in cols]]
+    head += [f"{short} / {targets[p]['label']}" for _n, short in ours for p in peers]
+    lines = [
+        "",
+        "**Group chat (XEP-0045)**: rooms x occupants, one connection per occupant; "
+        "a delivery is one occupant receiving one message (the sender's echo included)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for key, ph in phases.items():
+        for path, label, better in MUC_ROWS:
+            row = [f"{muc_phase_label(key, ph)}: {label}", better if better != "info" else ""]
+            for c in cols:
+                t = targets[c]
+                row.append(fmt(muc_metric(t, key, path)) if t.get("available") else "not measured")
+            for n, _short in ours:
+                for p in peers:
+                    row.append(
+                        ratio(
+                            muc_metric(targets.get(n, {}), key, path),
+                            muc_metric(targets[p], key, path),
+                            better,
+                        )
+                    )
+            lines.append("| " + " | ".join(row) + " |")
+    cluster = targets.get("cluster", {})
+    cph = cluster.get("scenarios", {}).get("muc", {}).get("phases", {})
+    parts = {k: v for k, v in cph.items() if v.get("server_cpu_parts_s")}
+    if cluster.get("available") and parts:
+        lines += [
+            "",
+            f"**{cluster['label']}, group chat: server CPU per delivery by process (us)** "
+            "and the busiest process of each kind (cores)",
+            "",
+            "| process | "
+            + " | ".join(
+                f"{lbl}: us per delivery | {lbl}: busiest (cores)"
+                for lbl in (muc_phase_label(k, v) for k, v in parts.items())
+            )
+            + " |",
+            "|" + "---|" * (2 * len(parts) + 1),
+        ]
+        for kind, label in CLUSTER_PARTS:
+            row = []
+            for ph in parts.values():
+                vals = {k: v for k, v in ph["server_cpu_parts_s"].items() if _group(k) == kind}
+                per = 1e6 / max(1, ph["delivered_in_window"])
+                cores = max(vals.values()) / ph["duration_s"] if vals else None
+                row += [fmt(sum(vals.values()) * per) if vals else "-", fmt(cores)]
+            lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return lines
+
+
 def results_markdown(run: dict[str, Any]) -> str:
     targets = {t["target"]: t for t in run["targets"]}
     cols = [n for n in TARGETS if n in targets]
@@ -1553,6 +1765,7 @@ def results_markdown(run: dict[str, Any]) -> str:
     if cluster.get("available"):
         lines += cluster_breakdown(cluster)
         lines += edge_scaling_table(cluster)
+    lines += muc_markdown(run)
     s = run["sizes"]
     load = ", ".join(f"{x:.2f}" for x in run["machine"]["loadavg_at_start"])
     notes = [
@@ -1567,6 +1780,13 @@ def results_markdown(run: dict[str, Any]) -> str:
         + (
             f" Edge scaling (cluster): {s['scale_conns']} logins held on 1, then 2 edges."
             if "edges" in run.get("scenarios", ()) and "scale_conns" in s
+            else ""
+        )
+        + (
+            f" Group chat: {s['muc_rooms']} (rooms x occupants, one phase each), "
+            f"{s['muc_senders']} occupants per room posting with {s['muc_window']} messages "
+            f"each in flight, {s['muc_s']:g} s measured per phase."
+            if "muc" in run.get("scenarios", ()) and "muc_rooms" in s
             else ""
         ),
         "Ratios are ours (xmppd embedded, xmppd cluster) divided by the peer; 'better' "
@@ -1772,6 +1992,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         help=f"edge scaling: seconds all are held idle ({d.scale_hold_s:g})",
     )
+    ap.add_argument(
+        "--muc-rooms",
+        help=f"group chat phases, ROOMSxOCCUPANTS comma separated ({d.muc_rooms})",
+    )
+    ap.add_argument(
+        "--muc-senders", type=int, help=f"group chat: occupants posting per room ({d.muc_senders})"
+    )
+    ap.add_argument(
+        "--muc-window",
+        type=int,
+        help=f"group chat: messages in flight per posting occupant ({d.muc_window})",
+    )
+    ap.add_argument(
+        "--muc-s", type=float, help=f"group chat: closed-loop seconds measured ({d.muc_s:g})"
+    )
     ap.add_argument("--profile-s", type=float, help=f"py-spy seconds per output ({d.profile_s:g})")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of xmppd")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (results JSON only)")
@@ -1801,8 +2036,14 @@ def main(argv: list[str] | None = None) -> int:
         run_info = json.loads(Path(a.report).read_text())
         write_docs(run_info, no_docs=a.no_docs)
         return 0
+    try:
+        sizes.muc_specs()
+    except ValueError as exc:
+        print(f"--muc-rooms: {exc}", file=sys.stderr)
+        return 2
     nofile = loadgen.raise_nofile()
     need = max(sizes.logins, sizes.msg_clients, sizes.idle, sizes.presence_users)
+    need = max(need, sizes.muc_clients())
     need = max(need, sizes.scale_conns) + 500
     if nofile < need:
         log(f"warning: open-files limit {nofile} < {need}; large scenarios may fail")
@@ -1832,10 +2073,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in targets:
             t = TARGET_CLASSES[name](work, cert, key, raw)
             profile = (
-                name in PROFILED
-                and not a.no_profile
-                and not a.no_docs
-                and "messages" in scenarios
+                name in PROFILED and not a.no_profile and not a.no_docs and "messages" in scenarios
             )
             run_info["targets"].append(bench_target(t, users, sizes, scenarios, profile))
             time.sleep(2)

@@ -166,6 +166,13 @@ class Room:
         if occ.nick != nick:
             return self._change_nick(occ, nick, el)
         occ.presence = el
+        x = el.find(q(MUC, "x"))
+        if x is not None:
+            # a join from an occupant already in: a client that lost its
+            # state (or the answer to its join) joins again and must get the
+            # whole welcome, the subject last, or it waits for it forever
+            others = [self._presence_of(o, to=occ) for o in self.occupants.values() if o is not occ]
+            return [*others, *self._welcome(occ, x, joined=False, created=False)]
         return self._broadcast_presence(occ)
 
     def _join(self, frm: JID, nick: str, el: etree._Element) -> list[etree._Element]:
@@ -199,11 +206,15 @@ class Room:
         for other in self.occupants.values():
             out.append(self._presence_of(other, to=occ))
         self.occupants[nick] = occ
-        out.extend(self._broadcast_presence(occ, joined=True, created=created))
-        if x is not None:
-            out.extend(self._history_for(occ, x.find(q(MUC, "history"))))
-        else:
-            out.extend(self._history_for(occ, None))
+        out.extend(self._welcome(occ, x, joined=True, created=created))
+        return out
+
+    def _welcome(
+        self, occ: Occupant, x: etree._Element | None, joined: bool, created: bool
+    ) -> list[etree._Element]:
+        """Its presence to everyone (110 to itself), then its history and the subject."""
+        out = self._broadcast_presence(occ, joined=joined, created=created)
+        out.extend(self._history_for(occ, x.find(q(MUC, "history")) if x is not None else None))
         # 7.2.15: the subject comes last, even when empty
         subj = self._message(
             self._nick_jid(self.subject_by) if self.subject_by else self.jid, occ.jid, "groupchat"

@@ -180,3 +180,23 @@ def test_private_messages_policy() -> None:
     with pytest.raises(StanzaError) as exc:
         r.handle_message(A, "nobody", pm)
     assert exc.value.condition.value == "item-not-found"
+
+
+def test_join_again_while_joined_gets_the_whole_welcome() -> None:
+    """A client that lost the answer to its join sends it again: it gets the
+    occupants, its own presence (110), history and the subject again."""
+    r = room()
+    r.handle_presence(B, "bob", P())
+    r.handle_message(A, None, M("earlier"))
+    out = r.handle_presence(B, "bob", P())
+    to_bob = [o for o in out if o.get("to") == str(B)]
+    assert to_bob[0].get("from") == f"{ROOM}/alice"
+    assert any("110" in codes(p) for p in to_bob if p.tag.endswith("presence"))
+    assert any(m.findtext("{jabber:client}body") == "earlier" for m in to_bob)
+    assert to_bob[-1].find("{jabber:client}subject") is not None
+    # a plain presence update is only broadcast
+    update = r.handle_presence(
+        B, "bob", etree.fromstring("<presence xmlns='jabber:client'><show>away</show></presence>")
+    )
+    assert all(p.find("{jabber:client}subject") is None for p in update)
+    assert len(update) == 2

@@ -75,6 +75,11 @@ def exported() -> dict[str, tuple[str, frozenset[str]]]:
     m.redis_latency.labels("get").observe(0.001)
     m.sessions.labels("n1").set(0)
     m.edge_up.labels("n1").set(1)
+    # and those of the group chat service, which the muc role and the embedded server touch
+    m.muc_rooms.labels("conference.localhost").set(0)
+    m.muc_occupants.labels("conference.localhost").set(0)
+    m.muc_messages.labels("conference.localhost").inc()
+    m.muc_fanout.labels("conference.localhost").inc()
     out: dict[str, tuple[str, frozenset[str]]] = {}
     for fam in m.registry.collect():
         name = fam.name + "_total" if fam.type == "counter" else fam.name
