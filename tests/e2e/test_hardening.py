@@ -45,13 +45,15 @@ async def flood(raw: Raw, head: bytes, filler: bytes, most: int) -> int:
     raw.send(head)
     sent = 0
     try:
-        while sent < most and not reader.done():
+        while sent < most and not reader.done() and b"</stream:stream>" not in raw.buf:
             raw.send(filler)
             await raw.writer.drain()
             sent += len(filler)
             # a server in another process may read as fast as we write (and
-            # ignore what it reads once it closed): let the reader see the end
-            await asyncio.sleep(0)
+            # ignore what it reads once it closed, up to shell.CLOSE_DISCARD,
+            # then reset): let the reader see the end before that, even on a
+            # loaded machine, as a client that reads would
+            await asyncio.sleep(0.001)
     except (ConnectionError, OSError):
         pass
     await asyncio.wait_for(reader, 20)
