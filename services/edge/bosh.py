@@ -28,7 +28,7 @@ from ..xmpp.errors import StreamCondition, StreamError
 from ..xmpp.framing import BOSH
 from ..xmpp.parser import Event as ParserEvent
 from ..xmpp.parser import StreamClosed
-from .session import ClientSession
+from .framed import FramedTransport
 
 if TYPE_CHECKING:
     from .server import EdgeServer
@@ -56,14 +56,13 @@ def terminate(err: BoshError, legacy: bool = False) -> Reply:
     return Reply(bosh.terminate_body(err.condition), status)
 
 
-class BoshSession:
+class BoshSession(FramedTransport):
     def __init__(
         self, edge: EdgeServer, manager: BoshManager, ip: str, secure: bool, first: Body
     ) -> None:
+        super().__init__(edge, ip, secure, BOSH)
         s = edge.settings
-        self.edge = edge
         self.manager = manager
-        self.ip = ip
         self.secure = secure
         self.sid = secrets.token_urlsafe(18)
         self.legacy = first.version() is None
@@ -78,22 +77,16 @@ class BoshSession:
         #: a restart request carries no xmpp:version (XEP-0206 5): the stream
         #: header of every restart is the creation request's
         self._header = first.stream_header()
-        self.stream = c2s.C2SStream(edge.stream_config(secure, tls_available=False), framing=BOSH)
-        self.session = ClientSession(edge, self.stream, self)
         #: requests waiting to be answered, oldest first: (rid, future)
         self._held: collections.deque[tuple[int, asyncio.Future[Reply]]] = collections.deque()
         #: requests that arrived ahead of their turn: rid -> (body, future)
         self._early: dict[int, tuple[Body, asyncio.Future[Reply]]] = {}
         self._pending: list[bytes] = []  # frames no request has carried yet
         self._pending_bytes = 0
-        self._out_cap = s.max_output_buffer_unauthenticated
         self._ended = False
         self._end_reply: bytes | None = None
         self._pumping = False
-        self._flush_pending = False
         self._idle_timer: asyncio.TimerHandle | None = None
-        self._loop = asyncio.get_running_loop()
-        self._unauth_counted = False
         self._counted = False  # in the connections gauge
 
     # ---- the session's transport ----------------------------------------------
@@ -118,19 +111,6 @@ class BoshSession:
                 return
         if self._pending and self._held and not self._ended:
             self._answer_oldest()
-
-    def schedule_flush(self) -> None:
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self._deferred_flush)
-
-    def _deferred_flush(self) -> None:
-        self._flush_pending = False
-        self.flush()
-
-    def close(self, error: StreamError | None) -> None:
-        self.stream.close(error)
-        self.stream_ended()
 
     def stream_ended(self) -> None:
         """The stream is over: what it sent last (a stream error) goes out in a
@@ -157,18 +137,6 @@ class BoshSession:
         self._early.clear()
         self._loop.create_task(self._finish())
 
-    async def start_tls(self) -> bool:
-        return False
-
-    def bound(self, admin: bool) -> None:
-        self._release_unauth()
-        self._out_cap = self.edge.settings.max_output_buffer
-
-    def _release_unauth(self) -> None:
-        if self._unauth_counted:
-            self._unauth_counted = False
-            self.edge.release_unauthenticated(self.ip)
-
     # ---- requests -------------------------------------------------------------------
 
     def element_limit(self) -> int:
@@ -178,10 +146,9 @@ class BoshSession:
     async def create(self, first: Body) -> Reply:
         """Answer the session creation request."""
         edge = self.edge
-        refused = edge.admit(self.ip)
+        refused = self._admit()
         if refused is not None:
             raise BoshError(Condition.POLICY_VIOLATION, refused)
-        self._unauth_counted = True
         edge.sessions.add(self.session)
         edge.metrics.conn_bosh.inc()
         self._counted = True

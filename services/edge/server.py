@@ -24,7 +24,6 @@ from ..xmpp.jid import JID
 from .component import ComponentConnection
 from .connection import C2SConnection
 from .session import ClientSession
-from .web import WebApp
 
 if TYPE_CHECKING:
     from ..platform.asgi import AsgiServer
@@ -79,7 +78,6 @@ class EdgeServer:
         self._housekeeping: asyncio.Task[None] | None = None
         #: the web listener (WebSocket, BOSH, host-meta) and its bound address
         self.web: AsgiServer | None = None
-        self.web_app: WebApp | None = None
         self.http_address: tuple[str, int] | None = None
         self._extra_features: list[bytes] | None = None
         #: per IP: connections admitted and not yet bound
@@ -298,7 +296,6 @@ class EdgeServer:
                 "http_port", f"{s.http_host}:{s.http_port}", exc.strerror or exc
             ) from None
         self.web = web
-        self.web_app = web.app
         self.http_address = (s.http_host, port)
 
     @property

@@ -19,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..platform.asgi import AsgiServer
+from ..xmpp.framing import quote_attr
 from . import websocket
 from .bosh import BODY_SLACK, BoshManager
 
@@ -171,8 +172,8 @@ class WebApp:
         xrd = (
             "<?xml version='1.0' encoding='utf-8'?>\n"
             "<XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>\n"
-            f"  <Link rel='urn:xmpp:alt-connections:websocket' href='{_esc(ws)}'/>\n"
-            f"  <Link rel='urn:xmpp:alt-connections:xbosh' href='{_esc(http)}'/>\n"
+            f"  <Link rel='urn:xmpp:alt-connections:websocket' href='{quote_attr(ws)}'/>\n"
+            f"  <Link rel='urn:xmpp:alt-connections:xbosh' href='{quote_attr(http)}'/>\n"
             "</XRD>\n"
         )
         return xrd.encode(), "application/xrd+xml"
@@ -210,10 +211,6 @@ class WebApp:
                 origin = value.decode("latin-1")
                 return origin if origin in self._cors else None
         return None
-
-
-def _esc(s: str) -> str:
-    return s.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")
 
 
 def web_server(edge: EdgeServer) -> AsgiServer:

@@ -23,10 +23,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..xmpp import c2s
 from ..xmpp.errors import StreamCondition, StreamError
 from ..xmpp.framing import WEBSOCKET
-from .session import ClientSession
+from .framed import FramedTransport
 
 if TYPE_CHECKING:
     from .server import EdgeServer
@@ -57,25 +56,16 @@ def _set_message_limit(receive: Receive, limit: int) -> bool:
     return True
 
 
-class WebSocketTransport:
+class WebSocketTransport(FramedTransport):
     def __init__(self, edge: EdgeServer, ip: str, secure: bool, send: Send, receive: Receive):
-        self.edge = edge
-        self.ip = ip
+        super().__init__(edge, ip, secure, WEBSOCKET)
         self._send = send
         self._receive = receive
-        self.stream = c2s.C2SStream(
-            edge.stream_config(secure, tls_available=False), framing=WEBSOCKET
-        )
-        self.session = ClientSession(edge, self.stream, self)
         self._outbox: collections.deque[bytes] = collections.deque()
         self._outbox_bytes = 0
-        self._out_cap = edge.settings.max_output_buffer_unauthenticated
         self._wake = asyncio.Event()
         self._closing = False  # the stream is over: close the socket once the outbox is out
         self._gone = False  # the socket is closed
-        self._unauth_counted = False
-        self._flush_pending = False
-        self._loop = asyncio.get_running_loop()
 
     # ---- the session's transport ----------------------------------------------
 
@@ -96,37 +86,14 @@ class WebSocketTransport:
             self._outbox_bytes = 0
             self.close(StreamError(StreamCondition.RESOURCE_CONSTRAINT, "too much unread output"))
 
-    def schedule_flush(self) -> None:
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._loop.call_soon(self._deferred_flush)
-
-    def _deferred_flush(self) -> None:
-        self._flush_pending = False
-        self.flush()
-
-    def close(self, error: StreamError | None) -> None:
-        self.stream.close(error)
-        self.stream_ended()
-
     def stream_ended(self) -> None:
         self.flush()
         self._closing = True
         self._wake.set()
 
-    async def start_tls(self) -> bool:
-        return False  # TLS is the WebSocket's (wss:), never STARTTLS
-
     def bound(self, admin: bool) -> None:
-        self._release_unauth()
-        s = self.edge.settings
-        self._out_cap = s.max_output_buffer
-        _set_message_limit(self._receive, s.max_stanza_size + FRAME_SLACK)
-
-    def _release_unauth(self) -> None:
-        if self._unauth_counted:
-            self._unauth_counted = False
-            self.edge.release_unauthenticated(self.ip)
+        super().bound(admin)
+        _set_message_limit(self._receive, self.edge.settings.max_stanza_size + FRAME_SLACK)
 
     # ---- running ------------------------------------------------------------------
 
@@ -136,12 +103,11 @@ class WebSocketTransport:
         edge.metrics.conn_websocket.inc()
         writer = self._loop.create_task(self._write())
         try:
-            refused = edge.admit(self.ip)
+            refused = self._admit()
             if refused is not None:
                 log.info("refusing websocket client %s: %s", self.ip, refused)
                 self.close(StreamError(StreamCondition.POLICY_VIOLATION, refused))
             else:
-                self._unauth_counted = True
                 _set_message_limit(self._receive, edge.settings.preauth_stanza_size + FRAME_SLACK)
                 await self._read()
         finally:

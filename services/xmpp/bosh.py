@@ -12,10 +12,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from lxml import etree
-
 from . import ns
 from .errors import StreamError
+from .framing import quote_attr
 from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 
 HTTPBIND = "http://jabber.org/protocol/httpbind"
@@ -182,13 +181,9 @@ class RidWindow:
         return self._answers[rid]
 
 
-def _attr(s: str) -> str:
-    return s.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def body(payload: list[bytes], attrs: dict[str, str] | None = None) -> bytes:
     """A response ``<body/>`` around ``payload`` (standalone elements)."""
-    extra = "".join(f" {k}='{_attr(v)}'" for k, v in (attrs or {}).items())
+    extra = "".join(f" {k}='{quote_attr(v)}'" for k, v in (attrs or {}).items())
     head = f"<body xmlns='{HTTPBIND}'{extra}"
     if not payload:
         return (head + "/>").encode()
@@ -237,7 +232,3 @@ def terminate_body(condition: Condition | None, payload: list[bytes] | None = No
     if payload:
         attrs["xmlns:stream"] = ns.STREAM
     return body(payload or [], attrs)
-
-
-def element_bytes(el: etree._Element) -> bytes:
-    return etree.tostring(el, with_tail=False)

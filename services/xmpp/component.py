@@ -51,6 +51,7 @@ from .errors import (
     StreamError,
     stanza_error_reply,
 )
+from .framing import check_stream_header, quote_attr
 from .jid import JID
 from .parser import StanzaReceived, StreamClosed, StreamOpened, StreamParser
 from .tree import parse_element
@@ -68,7 +69,6 @@ __all__ = [
     "handshake_digest",
 ]
 
-STREAM_TAG = ns.q(ns.STREAM, "stream")
 HANDSHAKE = ns.q(ns.COMPONENT, "handshake")
 #: stanza tags a component may send: its own namespace, and jabber:client
 #: (what some libraries send inside the component stream)
@@ -238,7 +238,7 @@ class ComponentStream:
     # ---- internals -----------------------------------------------------------
 
     def _send_header(self) -> None:
-        frm = f" from='{_attr(self.domain)}'" if self.domain else ""
+        frm = f" from='{quote_attr(self.domain)}'" if self.domain else ""
         self._out.append(
             (
                 "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
@@ -263,14 +263,7 @@ class ComponentStream:
         self.domain = domain
         self._send_header()
         # RFC 6120 4.9.1.1: header checks, in order of significance
-        if ev.tag != STREAM_TAG:
-            if etree.QName(ev.tag).localname == "stream" and "{" not in ev.tag:
-                raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
-            raise StreamError(StreamCondition.INVALID_NAMESPACE)
-        if ev.prefix != "stream":
-            raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
-        if ev.default_ns != ns.COMPONENT:
-            raise StreamError(StreamCondition.INVALID_NAMESPACE)
+        check_stream_header(ev, ns.COMPONENT)
         if domain is None:
             # XEP-0114: a component name the server does not serve
             raise StreamError(StreamCondition.HOST_UNKNOWN)
@@ -395,7 +388,3 @@ def _copy_into(
         sub = etree.SubElement(out, tag, nsmap=nsmap)
         _copy_into(sub, child, child_uri, tag_of)
         sub.tail = child.tail
-
-
-def _attr(s: str) -> str:
-    return s.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")

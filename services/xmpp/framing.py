@@ -50,19 +50,21 @@ class Framing(Protocol):
     def footer(self) -> bytes: ...
 
 
-def _attr(s: str) -> str:
-    return s.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;")
+def quote_attr(s: str) -> str:
+    """``s`` inside a single-quoted attribute value."""
+    return s.replace("&", "&amp;").replace("'", "&apos;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def check_stream_header(ev: StreamOpened) -> None:
-    """RFC 6120 4.9.1.1's checks of a ``<stream:stream>`` header, in order."""
+def check_stream_header(ev: StreamOpened, default_ns: str = ns.CLIENT) -> None:
+    """RFC 6120 4.9.1.1's checks of a ``<stream:stream>`` header, in order
+    (``default_ns``: jabber:client, or jabber:component:accept for XEP-0114)."""
     if ev.tag != STREAM_TAG:
         if etree.QName(ev.tag).localname == "stream" and "{" not in ev.tag:
             raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
         raise StreamError(StreamCondition.INVALID_NAMESPACE)
     if ev.prefix != "stream":
         raise StreamError(StreamCondition.BAD_NAMESPACE_PREFIX)
-    if ev.default_ns != ns.CLIENT:
+    if ev.default_ns != default_ns:
         raise StreamError(StreamCondition.INVALID_NAMESPACE)
 
 
@@ -81,8 +83,8 @@ class TcpFraming:
         return (
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
             "xmlns:stream='http://etherx.jabber.org/streams' "
-            f"id='{stream_id}' from='{_attr(host)}' version='1.0' "
-            f"xml:lang='{_attr(lang)}'>"
+            f"id='{stream_id}' from='{quote_attr(host)}' version='1.0' "
+            f"xml:lang='{quote_attr(lang)}'>"
         ).encode()
 
     def footer(self) -> bytes:
@@ -155,8 +157,8 @@ class WebSocketFraming:
 
     def header(self, stream_id: str, host: str, lang: str) -> bytes:
         return (
-            f"<open xmlns='{FRAMING_NS}' id='{stream_id}' from='{_attr(host)}' "
-            f"version='1.0' xml:lang='{_attr(lang)}'/>"
+            f"<open xmlns='{FRAMING_NS}' id='{stream_id}' from='{quote_attr(host)}' "
+            f"version='1.0' xml:lang='{quote_attr(lang)}'/>"
         ).encode()
 
     def footer(self) -> bytes:
