@@ -28,10 +28,6 @@ def state_of(room: Room) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def is_persistent(state: str) -> bool:
-    return bool(json.loads(state)["config"].get("persistent"))
-
-
 def apply_state(room: Room, state: str) -> None:
     doc = json.loads(state)
     fields = {f.name for f in dataclasses.fields(RoomConfig)}

@@ -14,6 +14,7 @@ history (what an owner rebuilds).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from ..xmpp import ns
+from ..xmpp import forms, ns
 from ..xmpp.errors import StanzaCondition, StanzaError
+from ..xmpp.forms import Field, Option
 from ..xmpp.jid import JID
 
 MUC = "http://jabber.org/protocol/muc"
@@ -35,6 +37,8 @@ OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 ROOMCONFIG = MUC + "#roomconfig"
 ROOMINFO = MUC + "#roominfo"
 REQUEST = MUC + "#request"
+#: who may send private messages in a room (muc#roomconfig_allowpm)
+PM_POLICIES = ("anyone", "participants", "moderators", "none")
 
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
@@ -111,6 +115,9 @@ class Room:
     history: collections.deque[_Past] = field(default_factory=collections.deque)
     #: messages ever added to the history (what the service has stored is behind it)
     history_seq: int = 0
+    #: changes of what a persistent room keeps (configuration, affiliations,
+    #: subject): the service stores the room when this moved
+    state_seq: int = 0
     #: IQs forwarded to occupants, by the id they were sent with: (asker, its id)
     forwarded: dict[str, _Forwarded] = field(default_factory=dict)
     destroyed: bool = False
@@ -379,8 +386,8 @@ class Room:
             return []
         occ = self.occupant_of(frm)
         if nick is None:
-            form = el.find(q(ns.DATA_FORMS, "x"))
-            if form is not None and _form_type(form) == REQUEST:
+            form = forms.find_form(el, REQUEST)
+            if form is not None:
                 return self._voice_request(frm, occ, form)
             x = el.find(q(MUC_USER, "x"))
             if x is not None and (
@@ -452,7 +459,7 @@ class Room:
         request form; a moderator's submitted form with request_allow grants it."""
         if occ is None:
             raise StanzaError(StanzaCondition.NOT_ACCEPTABLE, "you are not in the room")
-        values = _form_values(form)
+        values = _first_values(form)
         if occ.role == "moderator" and "muc#request_allow" in values:
             target = self.occupants.get(values.get("muc#roomnick", ""))
             if target is None:
@@ -466,15 +473,14 @@ class Room:
         out = []
         for mod in [o for o in self.occupants.values() if o.role == "moderator"]:
             m = self._message(self.jid, mod.jid, None)
-            x = etree.SubElement(m, q(ns.DATA_FORMS, "x"), nsmap={None: ns.DATA_FORMS}, type="form")
-            etree.SubElement(x, q(ns.DATA_FORMS, "title")).text = "Voice request"
-            _field(x, "FORM_TYPE", REQUEST, type_="hidden")
-            _field(x, "muc#role", "participant", "list-single", "Requested role")
-            _field(
-                x, "muc#jid", str(occ.jid) if self._sees_jids(mod) else "", "jid-single", "User ID"
-            )
-            _field(x, "muc#roomnick", occ.nick, "text-single", "Room nickname")
-            _field(x, "muc#request_allow", "0", "boolean", "Grant voice to this person?")
+            jid = str(occ.jid) if self._sees_jids(mod) else ""
+            fields = [
+                Field("muc#role", "list-single", "Requested role", ["participant"]),
+                Field("muc#jid", "jid-single", "User ID", [jid]),
+                Field("muc#roomnick", "text-single", "Room nickname", [occ.nick]),
+                Field("muc#request_allow", "boolean", "Grant voice to this person?", ["0"]),
+            ]
+            m.append(forms.build_form("form", REQUEST, fields, title="Voice request"))
             out.append(m)
         return out
 
@@ -485,6 +491,7 @@ class Room:
             raise StanzaError(StanzaCondition.FORBIDDEN, "you may not change the subject")
         self.subject = text
         self.subject_by = occ.nick
+        self.state_seq += 1
         m = self._message(self._nick_jid(occ.nick), None, "groupchat")
         etree.SubElement(m, q(ns.CLIENT, "subject")).text = text
         return self._to_all(m)
@@ -508,6 +515,7 @@ class Room:
             if self.config.members_only and self.affiliation(to) == "none":
                 # 7.8.2: an invitation to a members-only room makes a member
                 self.affiliations[str(to.bare)] = "member"
+                self.state_seq += 1
             m = self._message(self.jid, to, None)
             ux = etree.SubElement(m, q(MUC_USER, "x"), nsmap={None: MUC_USER})
             inv = etree.SubElement(ux, q(MUC_USER, "invite"))
@@ -729,6 +737,7 @@ class Room:
             self.affiliations.pop(bare, None)
         else:
             self.affiliations[bare] = aff
+        self.state_seq += 1
         out: list[etree._Element] = []
         for occ in [o for o in self.occupants.values() if o.jid.bare == target.bare]:
             if aff == "outcast":
@@ -775,6 +784,7 @@ class Room:
             raise StanzaError(StanzaCondition.BAD_REQUEST)
         was_members_only = self.config.members_only
         apply_form(self.config, form)
+        self.state_seq += 1
         self.locked = False
         out: list[etree._Element] = []
         if self.config.members_only and not was_members_only:
@@ -837,59 +847,52 @@ class Room:
             ns.PING,
         ):
             etree.SubElement(query, q(ns.DISCO_INFO, "feature"), var=var)
-        x = etree.SubElement(
-            query, q(ns.DATA_FORMS, "x"), nsmap={None: ns.DATA_FORMS}, type="result"
-        )
-        _field(x, "FORM_TYPE", ROOMINFO, type_="hidden")
-        _field(x, "muc#roominfo_description", c.description)
-        _field(x, "muc#roominfo_occupants", str(len(self.occupants)))
-        _field(x, "muc#roominfo_subject", self.subject)
-        _field(x, "muc#roomconfig_roomname", c.name)
+        info = [
+            Field("muc#roominfo_description", values=[c.description]),
+            Field("muc#roominfo_occupants", values=[str(len(self.occupants))]),
+            Field("muc#roominfo_subject", values=[self.subject]),
+            Field("muc#roomconfig_roomname", values=[c.name]),
+        ]
+        query.append(forms.build_form("result", ROOMINFO, info))
         return query
 
 
 def config_form(c: RoomConfig, limits: Limits) -> etree._Element:
-    x = etree.Element(q(ns.DATA_FORMS, "x"), nsmap={None: ns.DATA_FORMS}, type="form")
-    etree.SubElement(x, q(ns.DATA_FORMS, "title")).text = "Room configuration"
-    _field(x, "FORM_TYPE", ROOMCONFIG, type_="hidden")
-    _field(x, "muc#roomconfig_roomname", c.name, "text-single", "Name")
-    _field(x, "muc#roomconfig_roomdesc", c.description, "text-single", "Description")
-    _field(x, "muc#roomconfig_persistentroom", _b(c.persistent), "boolean", "Persistent")
-    _field(x, "muc#roomconfig_publicroom", _b(c.public), "boolean", "Listed in the directory")
-    _field(x, "muc#roomconfig_membersonly", _b(c.members_only), "boolean", "Members only")
-    _field(x, "muc#roomconfig_moderatedroom", _b(c.moderated), "boolean", "Moderated")
-    _field(x, "muc#roomconfig_passwordprotectedroom", _b(bool(c.password)), "boolean", "Password")
-    _field(x, "muc#roomconfig_roomsecret", c.password, "text-private", "Password")
-    _field(
-        x,
-        "muc#roomconfig_maxusers",
-        str(min(c.max_users, limits.max_users)),
-        "text-single",
-        "Most occupants",
-    )
-    _field(x, "muc#roomconfig_whois", c.whois, "list-single", "Who may see real JIDs",
-           options=("moderators", "anyone"))  # fmt: skip
-    _field(
-        x, "muc#roomconfig_historylength", str(c.history_length), "text-single", "History length"
-    )
-    _field(
-        x,
-        "muc#roomconfig_changesubject",
-        _b(c.change_subject),
-        "boolean",
-        "Occupants may change the subject",
-    )
-    _field(x, "muc#roomconfig_allowinvites", _b(c.allow_invites), "boolean", "Occupants may invite")
-    _field(x, "muc#roomconfig_allowpm", c.allow_pm, "list-single", "Who may send private messages",
-           options=("anyone", "participants", "moderators", "none"))  # fmt: skip
-    return x
+    def boolean(var: str, value: bool, label: str) -> Field:
+        return Field(f"muc#roomconfig_{var}", "boolean", label, ["1" if value else "0"])
+
+    def text(var: str, value: str, label: str, type_: str = "text-single") -> Field:
+        return Field(f"muc#roomconfig_{var}", type_, label, [value])
+
+    def choice(var: str, value: str, label: str, options: tuple[str, ...]) -> Field:
+        return Field(
+            f"muc#roomconfig_{var}", "list-single", label, [value], [Option(o) for o in options]
+        )
+
+    fields = [
+        text("roomname", c.name, "Name"),
+        text("roomdesc", c.description, "Description"),
+        boolean("persistentroom", c.persistent, "Persistent"),
+        boolean("publicroom", c.public, "Listed in the directory"),
+        boolean("membersonly", c.members_only, "Members only"),
+        boolean("moderatedroom", c.moderated, "Moderated"),
+        boolean("passwordprotectedroom", bool(c.password), "Password"),
+        text("roomsecret", c.password, "Password", "text-private"),
+        text("maxusers", str(min(c.max_users, limits.max_users)), "Most occupants"),
+        choice("whois", c.whois, "Who may see real JIDs", ("moderators", "anyone")),
+        text("historylength", str(c.history_length), "History length"),
+        boolean("changesubject", c.change_subject, "Occupants may change the subject"),
+        boolean("allowinvites", c.allow_invites, "Occupants may invite"),
+        choice("allowpm", c.allow_pm, "Who may send private messages", PM_POLICIES),
+    ]
+    return forms.build_form("form", ROOMCONFIG, fields, title="Room configuration")
 
 
 def apply_form(c: RoomConfig, form: etree._Element) -> None:
     """Apply a submitted muc#roomconfig form; a bad value is bad-request and
     nothing is applied."""
-    values = _form_values(form)
-    new = RoomConfig(**{s: getattr(c, s) for s in RoomConfig.__slots__})  # type: ignore[attr-defined]
+    values = _first_values(form)
+    new = dataclasses.replace(c)
     try:
         for var, raw in values.items():
             key = var.removeprefix("muc#roomconfig_")
@@ -922,7 +925,7 @@ def apply_form(c: RoomConfig, form: etree._Element) -> None:
             elif key == "allowinvites":
                 new.allow_invites = _bool(raw)
             elif key == "allowpm":
-                if raw not in ("anyone", "participants", "moderators", "none"):
+                if raw not in PM_POLICIES:
                     raise ValueError(raw)
                 new.allow_pm = raw
     except ValueError:
@@ -935,42 +938,13 @@ def apply_form(c: RoomConfig, form: etree._Element) -> None:
         raise StanzaError(
             StanzaCondition.NOT_ACCEPTABLE, "a password-protected room needs a password"
         )
-    for s in RoomConfig.__slots__:  # type: ignore[attr-defined]
-        setattr(c, s, getattr(new, s))
+    for f in dataclasses.fields(RoomConfig):
+        setattr(c, f.name, getattr(new, f.name))
 
 
-def _field(
-    x: etree._Element,
-    var: str,
-    value: str,
-    type_: str | None = None,
-    label: str | None = None,
-    options: tuple[str, ...] = (),
-) -> None:
-    f = etree.SubElement(x, q(ns.DATA_FORMS, "field"), var=var)
-    if type_:
-        f.set("type", type_)
-    if label:
-        f.set("label", label)
-    for o in options:
-        opt = etree.SubElement(f, q(ns.DATA_FORMS, "option"))
-        etree.SubElement(opt, q(ns.DATA_FORMS, "value")).text = o
-    etree.SubElement(f, q(ns.DATA_FORMS, "value")).text = value
-
-
-def _form_values(form: etree._Element) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for f in form.findall(q(ns.DATA_FORMS, "field")):
-        out[f.get("var") or ""] = f.findtext(q(ns.DATA_FORMS, "value")) or ""
-    return out
-
-
-def _form_type(form: etree._Element) -> str:
-    return _form_values(form).get("FORM_TYPE", "")
-
-
-def _b(v: bool) -> str:
-    return "1" if v else "0"
+def _first_values(form: etree._Element) -> dict[str, str]:
+    """Each field's first value (XEP-0004 parsing: a malformed form is bad-request)."""
+    return {var: vals[0] if vals else "" for var, vals in forms.parse_form(form).items()}
 
 
 def _bool(raw: str) -> bool:

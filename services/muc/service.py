@@ -46,6 +46,17 @@ _OWNER = q(MUC_OWNER, "query")
 _PING = q(ns.PING, "ping")
 
 
+class _Mark:
+    """What the service compares a room with after handling a stanza."""
+
+    __slots__ = ("history_seq", "persistent", "state_seq")
+
+    def __init__(self, room: Room) -> None:
+        self.persistent = room.config.persistent
+        self.state_seq = room.state_seq
+        self.history_seq = room.history_seq
+
+
 class _RoomLock:
     __slots__ = ("lock", "users")
 
@@ -127,7 +138,7 @@ class MucService:
             if env.type in ("error", "result"):
                 return
             raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
-        before, seq = persist.state_of(room), room.history_seq
+        before = _Mark(room)
         if env.kind == "presence":
             out = room.handle_presence(frm, to.resource, el)
         elif env.kind == "message":
@@ -137,7 +148,7 @@ class MucService:
             out = room.iq_answer(frm, to.resource, el) if to.resource else []
         else:
             out = self._room_iq(room, env, el)
-        await self._save(ctx, room, before, seq)
+        await self._save(ctx, room, before)
         if env.kind == "message" and env.type == "groupchat" and to.resource is None and out:
             self._messages.inc()
         await self.fan_out(ctx, out)
@@ -178,7 +189,7 @@ class MucService:
         self.rooms[local] = room
         return room
 
-    async def _save(self, ctx: Context, room: Room, before: str, seq: int) -> None:
+    async def _save(self, ctx: Context, room: Room, before: _Mark) -> None:
         """Store what changed of a persistent room: its state document, the
         messages added to its history; forget a room destroyed or made
         temporary. Stored before the room's answers go out, so what a client
@@ -186,15 +197,14 @@ class MucService:
         local = room.jid.local
         assert local is not None
         storage = ctx.storage
-        if room.destroyed or (not room.config.persistent and persist.is_persistent(before)):
+        if room.destroyed or (before.persistent and not room.config.persistent):
             await storage.delete_muc_room(self.domain, local)
             return
         if not room.config.persistent or room.locked:
             return
-        after = persist.state_of(room)
-        if after != before or not persist.is_persistent(before):
-            await storage.put_muc_room(self.domain, local, after)
-        added = min(room.history_seq - seq, len(room.history))
+        if room.state_seq != before.state_seq or not before.persistent:
+            await storage.put_muc_room(self.domain, local, persist.state_of(room))
+        added = min(room.history_seq - before.history_seq, len(room.history))
         keep = min(room.config.history_length, self.limits.max_history)
         for past in list(room.history)[len(room.history) - added :] if added > 0 else []:
             await storage.add_muc_history(
@@ -263,9 +273,9 @@ class MucService:
         room = self.rooms.get(local) or await self._load(ctx, local)
         if room is None:
             return False
-        before, seq = persist.state_of(room), room.history_seq
+        before = _Mark(room)
         out = room.destroy(str(alternate) if alternate is not None else None, reason)
-        await self._save(ctx, room, before, seq)
+        await self._save(ctx, room, before)
         self.rooms.pop(local, None)
         await self.fan_out(ctx, out)
         return True
@@ -278,10 +288,10 @@ class MucService:
             return False
         if affiliation not in AFFILIATIONS:
             raise StanzaError(StanzaCondition.BAD_REQUEST, "not an affiliation")
-        before, seq = persist.state_of(room), room.history_seq
+        before = _Mark(room)
         item = etree.Element(q(MUC_ADMIN, "item"), affiliation=affiliation, jid=str(jid.bare))
         out = room.apply_affiliation(item, reason, None)
-        await self._save(ctx, room, before, seq)
+        await self._save(ctx, room, before)
         if room.empty:
             self.rooms.pop(local, None)  # a persistent room comes back from storage
         await self.fan_out(ctx, out)
