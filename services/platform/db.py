@@ -224,9 +224,19 @@ class SqliteDatabase(_SqliteExecutor):
     async def open(cls, path: str) -> SqliteDatabase:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(
+        pending = aiosqlite.connect(
             path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000
         )
+        try:
+            conn = await pending
+        except BaseException:
+            # aiosqlite stops its worker thread without waiting for it; the
+            # thread then answers on this loop, which a CLI closes right away
+            # (a traceback on stderr): let it finish while the loop runs
+            thread = getattr(pending, "_thread", None)
+            if thread is not None and thread.is_alive():
+                await asyncio.to_thread(thread.join, 5)
+            raise
         try:
             for pragma in (
                 "journal_mode=WAL",
