@@ -240,14 +240,16 @@ async def run_muc(settings: Settings) -> None:
     in Redis, services/cluster/redis_muc.py), and comes back on another one
     within node_ttl when its holder dies."""
     from ..cluster.muc_rpc import MucServicer
-    from ..cluster.redis_muc import MucDirectory, RedisOwnership
+    from ..cluster.redis_muc import MucDirectory, RedisOwnership, RedisRoomMemory, shared_secret
     from ..muc.service import MucDomain, MucHost, muc_services
 
     metrics = _metrics()
     router, registry, directory, channels, bus = await _router_core(settings, "muc", metrics)
     node = node_name(settings, "muc")
     live = MucDirectory(registry.redis, settings.redis_prefix, ttl=settings.node_ttl)
-    services = muc_services(settings, metrics)
+    images = RedisRoomMemory(registry.redis, settings.redis_prefix)
+    secret = await shared_secret(registry.redis, settings.redis_prefix)
+    services = muc_services(settings, metrics, images, secret)
     host = MucHost(router, services, RedisOwnership(live, node, channels))
     for domain in services:
         router.domains.register(domain, "Chatrooms", MucDomain(host))
@@ -274,12 +276,14 @@ async def run_muc(settings: Settings) -> None:
     await _until_signal()
     hb.cancel()
     refresher.cancel()
-    # occupants are told (status 332) and the rooms are let go, and this
-    # replica is gone at once: the others take its rooms without waiting
-    await host.shutdown()
+    # gone at once, so that callers move to the next replica, which takes
+    # the rooms without waiting for node_ttl; the stanzas in flight are
+    # handled (their rooms' images written) before the rooms are let go:
+    # occupants stay in their rooms and see nothing
     await live.gone(node)
-    await bus.stop()
     await server.stop(5)
+    await host.shutdown()
+    await bus.stop()
     await _stop_ops(ops)
 
 

@@ -13,21 +13,31 @@
   even while callers disagree about who is alive. A lease whose holder's
   heartbeat is gone can be taken at once: the room comes back on the next
   replica within ``node_ttl``.
+* Images (:class:`RedisRoomMemory`): what the holder of a room has in memory
+  and storage does not keep, written before the room's answers go out:
+  ``P:muc:occ:<room>`` (nick -> occupant), and for a temporary room
+  ``P:muc:tmp:<room>`` (its state) and ``P:muc:hist:<room>`` (its history).
+  The replica that takes a room over reads them, so occupants stay in the
+  room without joining again. They expire ``image_ttl`` after the last write
+  or renewal, so a cluster stopped as a whole does not bring back ghosts
+  days later.
 """
 
 from __future__ import annotations
 
 import hashlib
+import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..core.muc import RoomChanges, RoomImage
 from ..xmpp.jid import JID
 
 if TYPE_CHECKING:
     from ..core.muc import Muc
     from .rpc import Channels
 
-__all__ = ["MucDirectory", "RedisOwnership", "rendezvous"]
+__all__ = ["MucDirectory", "RedisOwnership", "RedisRoomMemory", "rendezvous", "shared_secret"]
 
 #: take the lease if it is free, ours, or held by a replica whose heartbeat is gone
 _CLAIM = """
@@ -190,3 +200,87 @@ class RedisOwnership:
 
     async def release(self, room: JID) -> None:
         await self.directory.release(str(room), self.node)
+
+
+class RedisRoomMemory:
+    """:class:`~services.core.muc.RoomMemory` in Redis: one pipelined round
+    trip per write."""
+
+    def __init__(self, redis: Any, prefix: str, image_ttl: float = 86400.0) -> None:
+        self.redis = redis
+        self.p = prefix + "muc:"
+        self.ttl_ms = int(image_ttl * 1000)
+
+    def _keys(self, room: JID) -> tuple[str, str, str]:
+        r = str(room)
+        return self.p + "occ:" + r, self.p + "tmp:" + r, self.p + "hist:" + r
+
+    def _list(self, domain: str) -> str:
+        return self.p + "list:" + domain
+
+    async def write(self, room: JID, changes: RoomChanges) -> None:
+        occ, tmp, hist = self._keys(room)
+        pipe = self.redis.pipeline(transaction=True)
+        if changes.occupants:
+            pipe.hset(occ, mapping=changes.occupants)
+            pipe.pexpire(occ, self.ttl_ms)
+        if changes.left:
+            pipe.hdel(occ, *changes.left)
+        if changes.persistent:
+            pipe.delete(tmp, hist)
+        if changes.listing:
+            pipe.hset(self._list(room.domain), str(room), changes.listing)
+        elif changes.listing is not None:
+            pipe.hdel(self._list(room.domain), str(room))
+        if changes.state is not None:
+            pipe.set(tmp, changes.state, px=self.ttl_ms)
+        if changes.history and changes.keep > 0:
+            pipe.rpush(hist, *changes.history)
+            pipe.ltrim(hist, -changes.keep, -1)
+            pipe.pexpire(hist, self.ttl_ms)
+        elif changes.history:
+            pipe.delete(hist)  # the room keeps no history
+        await pipe.execute()
+
+    async def read(self, room: JID) -> RoomImage | None:
+        occ, tmp, hist = self._keys(room)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(occ)
+        pipe.get(tmp)
+        pipe.lrange(hist, 0, -1)
+        occupants, state, history = await pipe.execute()
+        if not occupants and state is None:
+            return None
+        return RoomImage(
+            occupants={_s(k): bytes(v) for k, v in occupants.items()},
+            state=None if state is None else bytes(state),
+            history=[bytes(h) for h in history],
+        )
+
+    async def drop(self, room: JID) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(*self._keys(room))
+        pipe.hdel(self._list(room.domain), str(room))
+        await pipe.execute()
+
+    async def listed(self, domain: str) -> dict[str, str]:
+        rooms = await self.redis.hgetall(self._list(domain))
+        return {_s(k): _s(v) for k, v in rooms.items()}
+
+    async def touch(self, rooms: list[JID]) -> None:
+        if not rooms:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for room in rooms:
+            for key in self._keys(room):
+                pipe.pexpire(key, self.ttl_ms)
+        await pipe.execute()
+
+
+async def shared_secret(redis: Any, prefix: str) -> bytes:
+    """The key of XEP-0421 occupant ids, the same on every muc replica, so an
+    occupant keeps its id when its room moves."""
+    key = prefix + "muc:secret"
+    await redis.set(key, secrets.token_hex(16), nx=True)
+    v = await redis.get(key)
+    return bytes.fromhex(_s(v))

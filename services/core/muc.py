@@ -11,7 +11,15 @@ from typing import Protocol
 from ..xmpp.jid import JID
 from .routing import Envelope
 
-__all__ = ["AFFILIATIONS", "Muc", "RoomOwnership", "RoomSummary"]
+__all__ = [
+    "AFFILIATIONS",
+    "Muc",
+    "RoomChanges",
+    "RoomImage",
+    "RoomMemory",
+    "RoomOwnership",
+    "RoomSummary",
+]
 
 #: XEP-0045 affiliations, "none" meaning no affiliation
 AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
@@ -78,3 +86,65 @@ class RoomOwnership(Protocol):
         ...
 
     async def release(self, room: JID) -> None: ...
+
+
+@dataclass(slots=True)
+class RoomImage:
+    """What a replica taking a room over needs beyond storage: the room's
+    occupants and, for a temporary room (which storage does not keep), its
+    state and recent history. Opaque documents (services/muc/memory.py)."""
+
+    #: nickname -> occupant document
+    occupants: dict[str, bytes] = field(default_factory=dict)
+    #: a temporary room's state document; None for a persistent room
+    state: bytes | None = None
+    #: a temporary room's history, oldest first
+    history: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RoomChanges:
+    """What changed of a room's image after one stanza."""
+
+    occupants: dict[str, bytes] = field(default_factory=dict)
+    left: list[str] = field(default_factory=list)
+    state: bytes | None = None
+    history: list[bytes] = field(default_factory=list)
+    #: how many history entries to keep (with ``history``)
+    keep: int = 0
+    #: the room is persistent now: any temporary state and history go
+    persistent: bool = False
+    #: a temporary room's place in the service's room list (disco#items):
+    #: its name when listed, "" when not, None when unchanged
+    listing: str | None = None
+
+    def __bool__(self) -> bool:
+        return (
+            bool(self.occupants or self.left or self.state is not None or self.history)
+            or self.persistent
+            or self.listing is not None
+        )
+
+
+class RoomMemory(Protocol):
+    """Where the image of each room held in memory is kept, so that another
+    replica carries the room on, occupants and all, when its holder dies or
+    stops (a cluster: Redis). The embedded default has none: the process
+    that would read it is the one that died."""
+
+    async def write(self, room: JID, changes: RoomChanges) -> None: ...
+
+    async def read(self, room: JID) -> RoomImage | None: ...
+
+    async def drop(self, room: JID) -> None:
+        """The room ended (its last occupant left, or it was destroyed)."""
+        ...
+
+    async def touch(self, rooms: list[JID]) -> None:
+        """The rooms are still held: keep their images from expiring."""
+        ...
+
+    async def listed(self, domain: str) -> dict[str, str]:
+        """The public temporary rooms of ``domain`` held anywhere: bare JID
+        -> name (persistent ones are in storage)."""
+        ...

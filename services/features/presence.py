@@ -16,6 +16,17 @@ async def _outbound(ctx: Context, env: Envelope) -> bool:
 
 
 async def _inbound(ctx: Context, env: Envelope) -> bool:
+    to = env.to
+    if to.resource is not None and env.type in (None, "unavailable"):
+        # RFC 6121 4.6.3 / 4.5.3: plain presence to a full JID is delivered to
+        # that resource or dropped; the presence service keeps no state for
+        # it, so it is not asked: in a cluster that saves a gRPC hop (and an
+        # account lookup) for each occupant presence a group chat sends
+        if to.local is not None and (
+            env.frm.bare == to.bare or not await ctx.blocks.blocks(to.bare, env.frm)
+        ):
+            await ctx.deliver(to, env.data)
+        return True
     await ctx.presence.inbound(env)
     return True
 

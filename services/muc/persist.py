@@ -1,5 +1,5 @@
 """What a persistent room keeps (XEP-0045 10.1.3): its configuration,
-affiliations and subject as one JSON document, and its history as stored
+affiliations, reserved nicknames and subject as one JSON document, and its history as stored
 stanzas. Pure functions: the service reads and writes them through the
 Storage contract."""
 
@@ -22,6 +22,7 @@ def state_of(room: Room) -> str:
         "v": VERSION,
         "config": dataclasses.asdict(room.config),
         "affiliations": dict(sorted(room.affiliations.items())),
+        "nicks": dict(sorted(room.nicks.items())),
         "subject": room.subject,
         "subject_by": room.subject_by,
     }
@@ -33,8 +34,15 @@ def apply_state(room: Room, state: str) -> None:
     fields = {f.name for f in dataclasses.fields(RoomConfig)}
     room.config = RoomConfig(**{k: v for k, v in doc["config"].items() if k in fields})
     room.affiliations = {str(k): str(v) for k, v in doc["affiliations"].items()}
+    # reserved nicknames came later: a document without them has none
+    room.nicks = {str(k): str(v) for k, v in doc.get("nicks", {}).items()}
     room.subject = str(doc.get("subject", ""))
     room.subject_by = str(doc.get("subject_by", ""))
+
+
+def owner_of(state: str, bare: str) -> bool:
+    """Is ``bare`` an owner of the stored room?"""
+    return bool(json.loads(state)["affiliations"].get(bare) == "owner")
 
 
 def listing(state: str) -> tuple[bool, str]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lxml import etree
+from precis_i18n import get_profile
 
 from ..xmpp import forms, ns
 from ..xmpp.errors import StanzaCondition, StanzaError
@@ -37,6 +38,9 @@ OCCUPANT_ID = "urn:xmpp:occupant-id:0"
 ROOMCONFIG = MUC + "#roomconfig"
 ROOMINFO = MUC + "#roominfo"
 REQUEST = MUC + "#request"
+REGISTER = MUC + "#register"
+#: the disco#info node where a user finds its reserved nickname (7.12)
+ROOMUSER_NODE = "x-roomuser-item"
 #: who may send private messages in a room (muc#roomconfig_allowpm)
 PM_POLICIES = ("anyone", "participants", "moderators", "none")
 
@@ -44,10 +48,45 @@ AFFILIATIONS = ("owner", "admin", "member", "none", "outcast")
 ROLES = ("moderator", "participant", "visitor", "none")
 _AFF_RANK = {"outcast": -1, "none": 0, "member": 1, "admin": 2, "owner": 3}
 _ROLE_RANK = {"none": 0, "visitor": 1, "participant": 2, "moderator": 3}
+#: RFC 8266 enforcement without case mapping: "Alice" stays "Alice"
+_NICKNAME = get_profile("NicknameCasePreserved")
+#: error conditions that say a stanza never reached its recipient (its client
+#: or the link to its server is gone), as opposed to a live client refusing
+#: what it got (Prosody draws the same line)
+_UNREACHABLE = frozenset(
+    {
+        StanzaCondition.GONE,
+        StanzaCondition.INTERNAL_SERVER_ERROR,
+        StanzaCondition.ITEM_NOT_FOUND,
+        StanzaCondition.JID_MALFORMED,
+        StanzaCondition.RECIPIENT_UNAVAILABLE,
+        StanzaCondition.REDIRECT,
+        StanzaCondition.REMOTE_SERVER_NOT_FOUND,
+        StanzaCondition.REMOTE_SERVER_TIMEOUT,
+        StanzaCondition.SERVICE_UNAVAILABLE,
+    }
+)
 
 
 def q(namespace: str, local: str) -> str:
     return f"{{{namespace}}}{local}"
+
+
+def normalize_nick(nick: str) -> str:
+    """A room nickname as the room keeps it: the RFC 8266 Nickname profile
+    (non-ASCII spaces to U+0020, no leading or trailing spaces, one space
+    for a run of them, NFKC), case preserved. Nicknames are compared in
+    this form, so "bob  smith" and "bob smith" are one nickname. An empty
+    nickname or one with control characters is jid-malformed (XEP-0045
+    17.1: no empty or invisible nicknames)."""
+    try:
+        out: str = _NICKNAME.enforce(nick)
+    except (UnicodeError, ValueError):
+        raise StanzaError(StanzaCondition.JID_MALFORMED, "not a valid nickname") from None
+    if len(out.encode()) > 1023:
+        # it is the resourcepart of the occupant JID (RFC 7622 3.4)
+        raise StanzaError(StanzaCondition.JID_MALFORMED, "the nickname is too long")
+    return out
 
 
 @dataclass(slots=True)
@@ -67,6 +106,9 @@ class RoomConfig:
     allow_invites: bool = False
     #: who may send private messages: anyone | participants | moderators | none
     allow_pm: str = "anyone"
+    #: the discussions are logged to a public archive (muc#roomconfig_enablelogging):
+    #: occupants are warned with status 170
+    logging: bool = False
 
 
 @dataclass(slots=True)
@@ -104,6 +146,8 @@ class Room:
     config: RoomConfig = field(default_factory=RoomConfig)
     #: bare JID -> affiliation (none is not stored)
     affiliations: dict[str, str] = field(default_factory=dict)
+    #: bare JID -> its reserved nickname (7.10 registration; normalized)
+    nicks: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     #: a room created by a join is locked until its owner configures it (XEP-0045 10.1)
     locked: bool = False
@@ -152,6 +196,23 @@ class Room:
     def _nick_jid(self, nick: str) -> JID:
         return JID.make(self.jid.local, self.jid.domain, nick)
 
+    def reserved_by(self, nick: str) -> str | None:
+        """The bare JID that reserved ``nick`` (normalized), if any."""
+        for bare, reserved in self.nicks.items():
+            if reserved == nick:
+                return bare
+        return None
+
+    def _check_nick_free(self, nick: str, frm: JID) -> None:
+        """7.2.8, 7.6: a nickname another user is in the room under, or
+        has reserved, is a conflict; the same user's is not."""
+        other = self.occupants.get(nick)
+        if other is not None and other.jid.bare != frm.bare:
+            raise StanzaError(StanzaCondition.CONFLICT, "that nickname is in use")
+        holder = self.reserved_by(nick)
+        if holder is not None and holder != str(frm.bare):
+            raise StanzaError(StanzaCondition.CONFLICT, "that nickname is reserved")
+
     # ---- presence ------------------------------------------------------------------
 
     def handle_presence(
@@ -159,6 +220,8 @@ class Room:
     ) -> list[etree._Element]:
         typ = el.get("type")
         occ = self.occupant_of(frm)
+        if typ == "error":
+            return self._bounced(occ, el)
         if typ == "unavailable":
             if occ is None:
                 return []
@@ -168,10 +231,14 @@ class Room:
         if not nick:
             # XEP-0045 7.2.1: a join without a nickname
             raise StanzaError(StanzaCondition.JID_MALFORMED, "a nickname is required")
+        wanted = normalize_nick(nick)
+        # 7.2.12, 7.6: status 210 tells the client that the nickname it has
+        # is not the one it asked for
+        renamed = wanted != nick
         if occ is None:
-            return self._join(frm, nick, el)
-        if occ.nick != nick:
-            return self._change_nick(occ, nick, el)
+            return self._join(frm, wanted, el, renamed)
+        if occ.nick != wanted:
+            return self._change_nick(occ, wanted, el, renamed)
         occ.presence = el
         x = el.find(q(MUC, "x"))
         if x is not None:
@@ -179,21 +246,48 @@ class Room:
             # state (or the answer to its join) joins again and must get the
             # whole welcome, the subject last, or it waits for it forever
             others = [self._presence_of(o, to=occ) for o in self.occupants.values() if o is not occ]
-            return [*others, *self._welcome(occ, x, joined=False, created=False)]
+            return [
+                *others,
+                *self._welcome(occ, x, joined=False, created=False, renamed=renamed),
+            ]
         return self._broadcast_presence(occ)
 
-    def _join(self, frm: JID, nick: str, el: etree._Element) -> list[etree._Element]:
-        aff = self.affiliation(frm)
-        if self.locked and aff != "owner":
-            # 10.1.1: nobody but the owner enters a room that is not configured
-            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "the room is locked")
-        if aff == "outcast":
-            raise StanzaError(StanzaCondition.FORBIDDEN, "you are banned from this room")
+    def _bounced(self, occ: Occupant | None, el: etree._Element) -> list[etree._Element]:
+        """An error from an occupant's real JID is the bounce of something the
+        room sent it: its client or the way to it is gone, so it leaves, the
+        others told with status 333 (XEP-0045 11.1). Nothing goes to it (it
+        would bounce again). An error a live client returns (it did not like
+        a stanza) is no reason to remove it, and is dropped as before."""
+        if occ is None:
+            return []
+        err = el.find(q(ns.CLIENT, "error"))
+        conditions = [
+            etree.QName(child).localname
+            for child in (err if err is not None else ())
+            if isinstance(child.tag, str)
+            and etree.QName(child).namespace == ns.STANZAS_ERR
+            and etree.QName(child).localname != "text"
+        ]
+        # an error without a condition is malformed: nothing tells the client
+        # is alive, so it counts as gone (as in Prosody)
+        if conditions and conditions[0] not in _UNREACHABLE:
+            return []
+        out = [
+            self._unavailable(occ, o, None, ("333",))
+            for o in self.occupants.values()
+            if o is not occ
+        ]
+        self.occupants.pop(occ.nick, None)
+        return out
+
+    def _join(
+        self, frm: JID, nick: str, el: etree._Element, renamed: bool = False
+    ) -> list[etree._Element]:
+        aff = self._admitted(frm)
         if self.config.members_only and aff == "none":
             raise StanzaError(StanzaCondition.REGISTRATION_REQUIRED, "members only")
+        self._check_nick_free(nick, frm)
         existing = self.occupants.get(nick)
-        if existing is not None and existing.jid.bare != frm.bare:
-            raise StanzaError(StanzaCondition.CONFLICT, "that nickname is in use")
         if existing is not None:
             # another resource of the same user under its nickname: one
             # occupant per nickname here, the newer session takes it over
@@ -213,14 +307,19 @@ class Room:
         for other in self.occupants.values():
             out.append(self._presence_of(other, to=occ))
         self.occupants[nick] = occ
-        out.extend(self._welcome(occ, x, joined=True, created=created))
+        out.extend(self._welcome(occ, x, joined=True, created=created, renamed=renamed))
         return out
 
     def _welcome(
-        self, occ: Occupant, x: etree._Element | None, joined: bool, created: bool
+        self,
+        occ: Occupant,
+        x: etree._Element | None,
+        joined: bool,
+        created: bool,
+        renamed: bool = False,
     ) -> list[etree._Element]:
         """Its presence to everyone (110 to itself), then its history and the subject."""
-        out = self._broadcast_presence(occ, joined=joined, created=created)
+        out = self._broadcast_presence(occ, joined=joined, created=created, renamed=renamed)
         out.extend(self._history_for(occ, x.find(q(MUC, "history")) if x is not None else None))
         # 7.2.15: the subject comes last, even when empty
         subj = self._message(
@@ -239,10 +338,10 @@ class Room:
         self.occupants.pop(occ.nick, None)
         return out
 
-    def _change_nick(self, occ: Occupant, nick: str, el: etree._Element) -> list[etree._Element]:
-        other = self.occupants.get(nick)
-        if other is not None and other.jid.bare != occ.jid.bare:
-            raise StanzaError(StanzaCondition.CONFLICT, "that nickname is in use")
+    def _change_nick(
+        self, occ: Occupant, nick: str, el: etree._Element, renamed: bool = False
+    ) -> list[etree._Element]:
+        self._check_nick_free(nick, occ.jid)
         out = []
         # 7.6: unavailable with 303 and the new nick, then available under it
         for o in self.occupants.values():
@@ -255,11 +354,11 @@ class Room:
         occ.nick = nick
         occ.presence = el
         self.occupants[nick] = occ
-        out.extend(self._broadcast_presence(occ))
+        out.extend(self._broadcast_presence(occ, renamed=renamed))
         return out
 
     def _broadcast_presence(
-        self, occ: Occupant, joined: bool = False, created: bool = False
+        self, occ: Occupant, joined: bool = False, created: bool = False, renamed: bool = False
     ) -> list[etree._Element]:
         out = []
         for other in self.occupants.values():
@@ -268,8 +367,13 @@ class Room:
                 codes.append("110")
                 if joined and self.config.whois == "anyone":
                     codes.append("100")
+                if joined and self.config.logging:
+                    # 7.2.12: warn who enters that the discussion is logged
+                    codes.append("170")
                 if created:
                     codes.append("201")
+                if renamed:
+                    codes.append("210")
             out.append(self._presence_of(occ, to=other, codes=codes))
         return out
 
@@ -382,9 +486,9 @@ class Room:
         self, frm: JID, nick: str | None, el: etree._Element
     ) -> list[etree._Element]:
         typ = el.get("type") or "normal"
-        if typ == "error":
-            return []
         occ = self.occupant_of(frm)
+        if typ == "error":
+            return self._bounced(occ, el)
         if nick is None:
             form = forms.find_form(el, REQUEST)
             if form is not None:
@@ -613,7 +717,10 @@ class Room:
                 raise StanzaError(StanzaCondition.FORBIDDEN)
             for bare, aff in sorted(self.affiliations.items()):
                 if aff == want:
-                    etree.SubElement(out, q(MUC_ADMIN, "item"), affiliation=aff, jid=bare)
+                    it = etree.SubElement(out, q(MUC_ADMIN, "item"), affiliation=aff, jid=bare)
+                    if bare in self.nicks:
+                        # 17.4: affiliation lists SHOULD carry the reserved nick
+                        it.set("nick", self.nicks[bare])
             return out
         want = item.get("role")
         if want not in ("moderator", "participant", "visitor"):
@@ -737,6 +844,10 @@ class Room:
             self.affiliations.pop(bare, None)
         else:
             self.affiliations[bare] = aff
+        if aff in ("none", "outcast"):
+            # a reservation is a registration with the room, which is
+            # membership (9.5); outcasts SHOULD NOT have one (17.4)
+            self.nicks.pop(bare, None)
         self.state_seq += 1
         out: list[etree._Element] = []
         for occ in [o for o in self.occupants.values() if o.jid.bare == target.bare]:
@@ -760,6 +871,81 @@ class Room:
         self.occupants.pop(occ.nick, None)
         return out
 
+    # ---- registration (7.10) ---------------------------------------------------------
+
+    def _may_register(self, frm: JID) -> str:
+        """Whether ``frm`` may register, and its affiliation. Registering
+        makes a member at once (an admin's approval, 9.9, is optional and not
+        done). In an open room anyone not banned may register; in a
+        members-only room only who has an affiliation already (to reserve a
+        nickname), or registering would go around the member list: others
+        get not-allowed, the error 7.10 names for a user the room does not
+        let register. XEP-0045 registers no configuration field for this."""
+        aff = self._admitted(frm)
+        if self.config.members_only and aff == "none":
+            raise StanzaError(StanzaCondition.NOT_ALLOWED, "only admins add members here")
+        return aff
+
+    def _admitted(self, frm: JID) -> str:
+        """``frm``'s affiliation, unless the room is closed to it: a room not
+        yet configured is there for its owner only (10.1.1), an outcast is
+        banned."""
+        aff = self.affiliation(frm)
+        if self.locked and aff != "owner":
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "the room is locked")
+        if aff == "outcast":
+            raise StanzaError(StanzaCondition.FORBIDDEN, "you are banned from this room")
+        return aff
+
+    def register_get(self, frm: JID) -> etree._Element:
+        """jabber:iq:register get: the user's registration if it has one,
+        else the muc#register form to fill in."""
+        self._may_register(frm)
+        query = etree.Element(q(ns.REGISTER, "query"), nsmap={None: ns.REGISTER})
+        nick = self.nicks.get(str(frm.bare))
+        if nick is not None:
+            etree.SubElement(query, q(ns.REGISTER, "registered"))
+            etree.SubElement(query, q(ns.REGISTER, "username")).text = nick
+            return query
+        # only the nickname: the room keeps nothing else about a member
+        fields = [
+            Field("muc#register_roomnick", "text-single", "Desired Nickname", required=True),
+        ]
+        query.append(forms.build_form("form", REGISTER, fields, title="Room registration"))
+        return query
+
+    def register_set(self, frm: JID, query: etree._Element) -> list[etree._Element]:
+        """jabber:iq:register set with a submitted muc#register form: the
+        nickname is reserved for the user, who becomes a member if it had no
+        affiliation (its presence updated in the room, 7.10)."""
+        aff = self._may_register(frm)
+        form = query.find(q(ns.DATA_FORMS, "x"))
+        if form is None:
+            raise StanzaError(StanzaCondition.BAD_REQUEST, "a muc#register form is required")
+        if form.get("type") == "cancel":
+            # 10.1.2: cancelling the initial configuration destroys the room;
+            # a later one leaves the configuration as it was
+            return self.destroy(None, None) if self.locked else []
+        values = forms.parse_form(form, REGISTER, allowed_types=("submit",))
+        raw = (values.get("muc#register_roomnick") or [""])[0]
+        try:
+            nick = normalize_nick(raw)
+        except StanzaError:
+            # the required field missing, empty or unusable: not-acceptable,
+            # as XEP-0077 answers missing information
+            raise StanzaError(
+                StanzaCondition.NOT_ACCEPTABLE, "a valid nickname is required"
+            ) from None
+        self._check_nick_free(nick, frm)
+        bare = str(frm.bare)
+        if self.nicks.get(bare) != nick:
+            self.nicks[bare] = nick
+            self.state_seq += 1
+        if aff != "none":
+            return []  # a member, admin or owner already: only the nickname
+        item = etree.Element(q(MUC_ADMIN, "item"), affiliation="member", jid=bare)
+        return self._apply_affiliation(item, None, None)
+
     # ---- the owner (10.x) -----------------------------------------------------------
 
     def owner_get(self, frm: JID) -> etree._Element:
@@ -779,23 +965,33 @@ class Room:
         if form is None:
             raise StanzaError(StanzaCondition.BAD_REQUEST)
         if form.get("type") == "cancel":
-            return []
+            # 10.1.2: cancelling the initial configuration destroys the room;
+            # a later one leaves the configuration as it was
+            return self.destroy(None, None) if self.locked else []
         if form.get("type") != "submit":
             raise StanzaError(StanzaCondition.BAD_REQUEST)
-        was_members_only = self.config.members_only
+        was = dataclasses.replace(self.config)
         apply_form(self.config, form)
         self.state_seq += 1
         self.locked = False
         out: list[etree._Element] = []
-        if self.config.members_only and not was_members_only:
+        if self.config.members_only and not was.members_only:
             # 9.x: who is not a member leaves, status 322
             for occ in [o for o in self.occupants.values() if self.affiliation(o.jid) == "none"]:
                 out += self._remove(occ, ("322",), None, None)
         if self.occupants and len(form):
-            # 10.2.1: status 104, the configuration changed
+            # 10.2.1: status 104, the configuration changed, and in the same
+            # message the changes to the room's privacy: logging on (170) or
+            # off (171), real JIDs now shown to all (172) or to moderators (173)
+            codes = ["104"]
+            if self.config.logging != was.logging:
+                codes.append("170" if self.config.logging else "171")
+            if self.config.whois != was.whois:
+                codes.append("172" if self.config.whois == "anyone" else "173")
             m = self._message(self.jid, None, "groupchat")
             x = etree.SubElement(m, q(MUC_USER, "x"), nsmap={None: MUC_USER})
-            etree.SubElement(x, q(MUC_USER, "status")).set("code", "104")
+            for code in codes:
+                etree.SubElement(x, q(MUC_USER, "status")).set("code", code)
             out += self._to_all(m)
         return out
 
@@ -828,8 +1024,18 @@ class Room:
 
     # ---- discovery -------------------------------------------------------------------
 
-    def disco_info(self) -> etree._Element:
+    def disco_info(self, asker: JID | None = None, node: str | None = None) -> etree._Element:
+        """The room's disco#info; at node x-roomuser-item, the nickname the
+        asker reserved (7.12), an empty answer when it has none."""
         query = etree.Element(q(ns.DISCO_INFO, "query"), nsmap={None: ns.DISCO_INFO})
+        if node == ROOMUSER_NODE:
+            query.set("node", node)
+            nick = self.nicks.get(str(asker.bare)) if asker is not None else None
+            if nick is not None:
+                etree.SubElement(
+                    query, q(ns.DISCO_INFO, "identity"), category="conference", type="text"
+                ).set("name", nick)
+            return query
         ident = etree.SubElement(
             query, q(ns.DISCO_INFO, "identity"), category="conference", type="text"
         )
@@ -845,6 +1051,9 @@ class Room:
             "muc_passwordprotected" if c.password else "muc_unsecured",
             OCCUPANT_ID,
             ns.PING,
+            # 7.10: registration with the room, with the muc#register form
+            ns.REGISTER,
+            REGISTER,
         ):
             etree.SubElement(query, q(ns.DISCO_INFO, "feature"), var=var)
         info = [
@@ -852,6 +1061,10 @@ class Room:
             Field("muc#roominfo_occupants", values=[str(len(self.occupants))]),
             Field("muc#roominfo_subject", values=[self.subject]),
             Field("muc#roomconfig_roomname", values=[c.name]),
+            # 6.4: any muc#roomconfig field may be here; the XEP defines no
+            # feature for logging, so this is where a client looks before
+            # entering
+            Field("muc#roomconfig_enablelogging", values=["1" if c.logging else "0"]),
         ]
         query.append(forms.build_form("result", ROOMINFO, info))
         return query
@@ -884,6 +1097,7 @@ def config_form(c: RoomConfig, limits: Limits) -> etree._Element:
         boolean("changesubject", c.change_subject, "Occupants may change the subject"),
         boolean("allowinvites", c.allow_invites, "Occupants may invite"),
         choice("allowpm", c.allow_pm, "Who may send private messages", PM_POLICIES),
+        boolean("enablelogging", c.logging, "Conversations are logged publicly"),
     ]
     return forms.build_form("form", ROOMCONFIG, fields, title="Room configuration")
 
@@ -928,6 +1142,8 @@ def apply_form(c: RoomConfig, form: etree._Element) -> None:
                 if raw not in PM_POLICIES:
                     raise ValueError(raw)
                 new.allow_pm = raw
+            elif key == "enablelogging":
+                new.logging = _bool(raw)
     except ValueError:
         raise StanzaError(StanzaCondition.BAD_REQUEST, "a field has an invalid value") from None
     if (

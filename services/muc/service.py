@@ -6,9 +6,12 @@ the sans-IO :class:`~services.muc.room.Room` decide, and routes what the
 room returns. Refusals are StanzaErrors, which the router bounces from the
 address the stanza was sent to, as XEP-0045 wants.
 
-Rooms live in this process's memory: the embedded default. Where rooms live
-in a cluster (one owner replica per room) and persistence are the next steps
-of issue 12 (see docs/architecture.md).
+Rooms live in this process's memory. A persistent room's state and history
+are stored (the Storage contract) before its answers go out; in a cluster,
+where one replica holds each room, the room's image (its occupants, and a
+temporary room's state and history) is also kept in a
+:class:`~services.core.muc.RoomMemory`, so the replica that takes the room
+over carries it on with its occupants (see docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from ..core.muc import AFFILIATIONS, RoomSummary
+from ..core.muc import AFFILIATIONS, RoomMemory, RoomSummary
 from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
-from . import persist
+from . import memory, persist
 from .room import MUC, MUC_ADMIN, MUC_OWNER, OCCUPANT_ID, Limits, Room, RoomConfig, q
 
 if TYPE_CHECKING:
@@ -49,12 +52,14 @@ _PING = q(ns.PING, "ping")
 class _Mark:
     """What the service compares a room with after handling a stanza."""
 
-    __slots__ = ("history_seq", "persistent", "state_seq")
+    __slots__ = ("history_seq", "occupants", "persistent", "state_seq")
 
-    def __init__(self, room: Room) -> None:
+    def __init__(self, room: Room, images: bool = False, fresh: bool = False) -> None:
         self.persistent = room.config.persistent
-        self.state_seq = room.state_seq
+        #: a room just made has everything to store
+        self.state_seq = -1 if fresh else room.state_seq
         self.history_seq = room.history_seq
+        self.occupants: memory.Marks | None = memory.marks(room) if images else None
 
 
 class _RoomLock:
@@ -75,14 +80,19 @@ class MucService:
         max_rooms_per_user: int = 100,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        images: RoomMemory | None = None,
+        secret: bytes | None = None,
     ) -> None:
         self.domain = domain
         self.limits = Limits(max_users=max_occupants, max_history=max_history)
         self.max_rooms_per_user = max_rooms_per_user
         self.clock = clock
         self.rooms: dict[str, Room] = {}
-        #: the key of XEP-0421 occupant ids: stable while the service runs
-        self._secret = secrets.token_bytes(16)
+        #: where rooms' images are kept for the replica taking them over (a cluster)
+        self.images = images
+        #: the key of XEP-0421 occupant ids: stable while the service runs,
+        #: or shared by the replicas of a cluster
+        self._secret = secret or secrets.token_bytes(16)
         if metrics is None:
             from ..platform.metrics import Metrics
 
@@ -123,9 +133,8 @@ class MucService:
         self, ctx: Context, env: Envelope, el: etree._Element, local: str
     ) -> None:
         to, frm = env.to, env.frm
-        room = self.rooms.get(local)
-        if room is None:
-            room = await self._load(ctx, local)
+        room = await self._held(ctx, local)
+        fresh = False
         out: list[etree._Element]
         if env.kind == "presence":
             if room is None:
@@ -133,12 +142,13 @@ class MucService:
                     if env.type in (None, "available"):
                         raise StanzaError(StanzaCondition.JID_MALFORMED, "a nickname is required")
                     return
-                room = self._create(to, frm)
+                room = await self._create(ctx, to, frm)
+                fresh = True
         elif room is None:
             if env.type in ("error", "result"):
                 return
             raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such room")
-        before = _Mark(room)
+        before = _Mark(room, self.images is not None, fresh)
         if env.kind == "presence":
             out = room.handle_presence(frm, to.resource, el)
         elif env.kind == "message":
@@ -177,17 +187,62 @@ class MucService:
 
         await asyncio.gather(*(one(items) for items in by_to.values()))
 
-    async def _load(self, ctx: Context, local: str) -> Room | None:
-        """A persistent room that is not in memory, from storage."""
-        state = await ctx.storage.get_muc_room(self.domain, local)
-        if state is None:
-            return None
-        room = self._new_room(JID.make(local, self.domain))
-        persist.apply_state(room, state)
-        persist.restore_history(room, await ctx.storage.get_muc_history(self.domain, local))
-        room.history_seq = len(room.history)
-        self.rooms[local] = room
+    async def _held(self, ctx: Context, local: str) -> Room | None:
+        """The room in memory, or brought into it (see :meth:`_load`)."""
+        room = self.rooms.get(local)
+        if room is None:
+            room, gone = await self._load(ctx, local)
+            await self.fan_out(ctx, gone)
         return room
+
+    async def _load(self, ctx: Context, local: str) -> tuple[Room | None, list[etree._Element]]:
+        """A room that is not in memory: a persistent one from storage, and
+        in a cluster what the replica that held it kept of it (its
+        occupants; a temporary room's state and history). Also what to tell
+        the occupants about those that went away meanwhile."""
+        jid = JID.make(local, self.domain)
+        state = await ctx.storage.get_muc_room(self.domain, local)
+        image = await self.images.read(jid) if self.images is not None else None
+        if state is None and (image is None or image.state is None):
+            if image is not None and self.images is not None:
+                await self.images.drop(jid)  # occupants of a room that ended
+            return None, []
+        room = self._new_room(jid)
+        if state is not None:
+            persist.apply_state(room, state)
+            persist.restore_history(room, await ctx.storage.get_muc_history(self.domain, local))
+            room.history_seq = len(room.history)
+            if image is not None:
+                image.state = None  # what storage has is what counts
+        if image is not None:
+            memory.restore(room, image)
+        self.rooms[local] = room
+        gone = await self._prune(ctx, room)
+        if room.empty and not room.config.persistent:
+            del self.rooms[local]  # a temporary room whose occupants all went: it ended
+            return None, gone
+        return room, gone
+
+    async def _prune(self, ctx: Context, room: Room) -> list[etree._Element]:
+        """Occupants whose session ended while nobody held the room (their
+        unavailable presence found no room to go to) leave it now."""
+        local = [o for o in room.occupants.values() if ctx.is_local(o.jid.domain)]
+        if not local:
+            return []
+        found = await asyncio.gather(*(ctx.sessions.get(o.jid) for o in local))
+        gone = [o for o, s in zip(local, found, strict=True) if s is None]
+        if not gone:
+            return []
+        before = _Mark(room, True)
+        out: list[etree._Element] = []
+        for occ in gone:
+            bye = st.make("presence", to=room.jid, frm=occ.jid)
+            bye.set("type", "unavailable")
+            told = room.handle_presence(occ.jid, occ.nick, bye)
+            out.extend(o for o in told if o.get("to") != str(occ.jid))
+        log.info("room %s: %d occupants had gone meanwhile", room.jid, len(gone))
+        await self._save(ctx, room, before)
+        return out
 
     async def _save(self, ctx: Context, room: Room, before: _Mark) -> None:
         """Store what changed of a persistent room: its state document, the
@@ -196,6 +251,7 @@ class MucService:
         was told has happened is kept."""
         local = room.jid.local
         assert local is not None
+        await self._remember(room, before)
         storage = ctx.storage
         if room.destroyed or (before.persistent and not room.config.persistent):
             await storage.delete_muc_room(self.domain, local)
@@ -216,10 +272,36 @@ class MucService:
                 keep,
             )
 
-    def _create(self, to: JID, frm: JID) -> Room:
+    async def _remember(self, room: Room, before: _Mark) -> None:
+        """Keep the room's image where the replica taking it over finds it."""
+        if self.images is None or before.occupants is None:
+            return
+        if room.destroyed or room.empty:
+            await self.images.drop(room.jid)
+            return
+        added = min(room.history_seq - before.history_seq, len(room.history))
+        changes = memory.changes(
+            room,
+            before.occupants,
+            room.state_seq != before.state_seq or before.persistent != room.config.persistent,
+            added,
+            self.limits.max_history,
+        )
+        if changes:
+            await self.images.write(room.jid, changes)
+
+    async def _create(self, ctx: Context, to: JID, frm: JID) -> Room:
         assert to.local is not None
-        owned = sum(1 for r in self.rooms.values() if r.affiliation(frm) == "owner")
-        if owned >= self.max_rooms_per_user:
+        owned = {local for local, r in self.rooms.items() if r.affiliation(frm) == "owner"}
+        if len(owned) < self.max_rooms_per_user:
+            # and the persistent rooms out of memory. (A cluster's other
+            # replicas' temporary rooms are not counted: they end with their
+            # last occupant.) Only a creation pays for the scan.
+            me = str(frm.bare)
+            for local, state in await ctx.storage.muc_rooms(self.domain):
+                if local not in owned and persist.owner_of(state, me):
+                    owned.add(local)
+        if len(owned) >= self.max_rooms_per_user:
             raise StanzaError(StanzaCondition.NOT_ALLOWED, "you own too many rooms")
         room = self._new_room(to.bare)
         room.affiliations = {str(frm.bare): "owner"}
@@ -251,7 +333,7 @@ class MucService:
         return [out[k] for k in sorted(out)]
 
     async def summary(self, ctx: Context, local: str) -> RoomSummary | None:
-        room = self.rooms.get(local) or await self._load(ctx, local)
+        room = await self._held(ctx, local)
         return summary_of(room) if room is not None else None
 
     async def create_room(
@@ -270,10 +352,10 @@ class MucService:
     async def destroy_room(
         self, ctx: Context, local: str, reason: str | None, alternate: JID | None
     ) -> bool:
-        room = self.rooms.get(local) or await self._load(ctx, local)
+        room = await self._held(ctx, local)
         if room is None:
             return False
-        before = _Mark(room)
+        before = _Mark(room, self.images is not None)
         out = room.destroy(str(alternate) if alternate is not None else None, reason)
         await self._save(ctx, room, before)
         self.rooms.pop(local, None)
@@ -283,12 +365,12 @@ class MucService:
     async def set_affiliation(
         self, ctx: Context, local: str, jid: JID, affiliation: str, reason: str | None
     ) -> bool:
-        room = self.rooms.get(local) or await self._load(ctx, local)
+        room = await self._held(ctx, local)
         if room is None:
             return False
         if affiliation not in AFFILIATIONS:
             raise StanzaError(StanzaCondition.BAD_REQUEST, "not an affiliation")
-        before = _Mark(room)
+        before = _Mark(room, self.images is not None)
         item = etree.Element(q(MUC_ADMIN, "item"), affiliation=affiliation, jid=str(jid.bare))
         out = room.apply_affiliation(item, reason, None)
         await self._save(ctx, room, before)
@@ -317,7 +399,8 @@ class MucService:
         if tag == _DISCO_INFO and typ == "get":
             if room.locked and room.affiliation(frm) != "owner":
                 raise StanzaError(StanzaCondition.ITEM_NOT_FOUND)
-            return [_result(el, env, room.disco_info())]
+            # at node x-roomuser-item: the asker's reserved nickname (7.12)
+            return [_result(el, env, room.disco_info(frm, query.get("node")))]
         if tag == _DISCO_ITEMS and typ == "get":
             return [_result(el, env, etree.Element(_DISCO_ITEMS, nsmap={None: ns.DISCO_ITEMS}))]
         if tag == _ADMIN:
@@ -329,6 +412,12 @@ class MucService:
             if typ == "get":
                 return [_result(el, env, room.owner_get(frm))]
             out = room.owner_set(frm, query)
+            return [_result(el, env, None), *out]
+        if tag == q(ns.REGISTER, "query"):
+            # 7.10: registering with the room (a member with a reserved nickname)
+            if typ == "get":
+                return [_result(el, env, room.register_get(frm))]
+            out = room.register_set(frm, query)
             return [_result(el, env, None), *out]
         if tag == _PING and typ == "get":
             return [_result(el, env, None)]
@@ -360,6 +449,10 @@ class MucService:
                 public, name = persist.listing(state)
                 if public:
                     listed[local] = name or local
+            if self.images is not None:
+                # the temporary rooms the other replicas hold
+                for jid, name in (await self.images.listed(self.domain)).items():
+                    listed[JID.parse(jid).local or ""] = name
             for room in self.rooms.values():
                 local = room.jid.local or ""
                 listed.pop(local, None)
@@ -453,18 +546,20 @@ class MucHost:
             await self._settle(room)
 
     async def shutdown(self) -> None:
-        """Tell every occupant of every room held here that it is out (332)
-        and let the rooms go."""
+        """Let every room held here go. Where rooms' images are kept (a
+        cluster), the replica that takes a room over carries it on and its
+        occupants see nothing; elsewhere each is told it is out (332) and
+        joins again."""
         for service in self.services.values():
             for local, room in list(service.rooms.items()):
-                out = room.shutdown()
                 service.rooms.pop(local, None)
                 try:
-                    await service.fan_out(self.ctx, out)
+                    if service.images is None:
+                        await service.fan_out(self.ctx, room.shutdown())
                     if self.ownership is not None:
                         await self.ownership.release(room.jid)
                 except Exception:
-                    log.exception("telling the occupants of %s failed", room.jid)
+                    log.exception("letting %s go failed", room.jid)
 
     async def held(self) -> list[JID]:
         """The rooms in this process's memory."""
@@ -474,9 +569,14 @@ class MucHost:
         """Keep the leases of the rooms held; forget any another replica took."""
         if self.ownership is None:
             return
-        for lost in await self.ownership.renew(await self.held()):
-            log.warning("room %s is held by another replica now: dropping it here", lost)
-            self._service(lost.domain).rooms.pop(lost.local or "", None)
+        held = await self.held()
+        lost = await self.ownership.renew(held)
+        for room in lost:
+            log.warning("room %s is held by another replica now: dropping it here", room)
+            self._service(room.domain).rooms.pop(room.local or "", None)
+        for service in self.services.values():
+            if service.images is not None:
+                await service.images.touch([r.jid for r in service.rooms.values()])
 
     async def rooms(self, domain: str) -> list[RoomSummary]:
         return await self._service(domain).summaries(self.ctx)
@@ -550,7 +650,12 @@ def muc_domains(settings: Settings) -> list[str]:
     return [f"{settings.muc_subdomain}.{host}" for host in settings.hosts]
 
 
-def muc_services(settings: Settings, metrics: Metrics | None = None) -> dict[str, MucService]:
+def muc_services(
+    settings: Settings,
+    metrics: Metrics | None = None,
+    images: RoomMemory | None = None,
+    secret: bytes | None = None,
+) -> dict[str, MucService]:
     """The group chat service of each MUC domain, by domain."""
     return {
         domain: MucService(
@@ -559,6 +664,8 @@ def muc_services(settings: Settings, metrics: Metrics | None = None) -> dict[str
             max_history=settings.muc_max_history,
             max_rooms_per_user=settings.muc_max_rooms_per_user,
             metrics=metrics,
+            images=images,
+            secret=secret,
         )
         for domain in muc_domains(settings)
     }

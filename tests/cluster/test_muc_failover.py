@@ -1,7 +1,8 @@
 """Group chat over two muc replicas: each room is held by one replica (a
-lease in Redis), and kill -9 of the replica holding a busy persistent room
-brings the room back on the other one, with its configuration, affiliations
-and every message the room had acknowledged (echoed) before the kill."""
+lease in Redis). Stopping or killing (kill -9) the replica holding a busy
+room brings the room back on the other one with its occupants (they do not
+join again), and for a persistent room its configuration, affiliations and
+every message the room had acknowledged (echoed) before the kill."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from services.app.local import LocalCluster
+from services.cluster.redis_muc import rendezvous
 
 from .conftest import CLUSTER_MARKS, running_cluster
 
@@ -53,52 +55,127 @@ async def _join(c: Any, room: str, nick: str, timeout: float = 10) -> Any:
 
 
 async def test_rooms_spread_over_replicas(cluster: LocalCluster, users: Any, login: Any) -> None:
+    """Each room is held by its first choice among the live replicas
+    (rendezvous hashing), so rooms spread over both."""
     (a,) = await users("alice")
     alice = await login(a, plugins=PLUGINS)
-    holders = set()
-    for i in range(8):
-        room = f"spread{i}-{a.split('@')[0]}@conference.localhost"
+    rooms = [f"spread{i}-{a.split('@')[0]}@conference.localhost" for i in range(8)]
+    expected = {room: rendezvous(room, ["muc1", "muc2"])[0] for room in rooms}
+    for room in rooms:
         await _join(alice, room, "alice")
-        holders.add(await _holder(cluster, room))
-    # rendezvous hashing over two live replicas: 8 rooms all on one has p = 2/256
-    assert holders == {"muc1", "muc2"}
+    assert {room: await _holder(cluster, room) for room in rooms} == expected
 
 
-async def test_replica_stopping_tells_occupants_and_hands_over_at_once(
+async def _said(c: Any, room: str, body: str, timeout: float) -> Any:
+    """Send ``body`` to ``room`` and wait for the room's echo of it."""
+    echoed = asyncio.get_running_loop().create_future()
+
+    def on_echo(m: Any) -> None:
+        if m["body"] == body and not echoed.done():
+            echoed.set_result(m)
+
+    c.add_event_handler("groupchat_message", on_echo)
+    try:
+        c.send_message(mto=room, mbody=body, mtype="groupchat")
+        return await asyncio.wait_for(echoed, timeout)
+    finally:
+        c.del_event_handler("groupchat_message", on_echo)
+
+
+def _presences(c: Any, room: str) -> list[Any]:
+    """Every presence ``c`` gets from ``room`` from now on (slixmpp raises no
+    "presence" event for some occupant presences)."""
+    seen: list[Any] = []
+    c.register_handler(
+        Callback(
+            f"presences of {room}",
+            MatchXPath("{jabber:client}presence"),
+            lambda p: seen.append(p) if str(p["from"]).startswith(room) else None,
+        )
+    )
+    return seen
+
+
+async def test_replica_stopping_hands_over_a_temporary_room_unseen(
     cluster: LocalCluster, users: Any, login: Any
 ) -> None:
-    """SIGTERM (a rolling update): occupants get status 332 and join again;
-    the other replica takes the room without waiting for node_ttl."""
+    """SIGTERM (a rolling update): the other replica takes the room at once,
+    without waiting for node_ttl, and carries it on from its image in
+    Redis: occupants stay in, the subject and history are still there, and
+    nobody is told anything."""
     a, b = await users("alice", "bob")
     room = f"calm-{a.split('@')[0]}@conference.localhost"
     alice = await login(a, edge=0, plugins=PLUGINS)
     bob = await login(b, edge=1, plugins=PLUGINS)
     await _join(alice, room, "alice")
-    await alice.plugin["xep_0045"].set_room_config(
-        room, await alice.plugin["xep_0045"].get_room_config(room)
-    )
+    muc = alice.plugin["xep_0045"]
+    await muc.set_room_config(room, await muc.get_room_config(room))  # temporary
     await _join(bob, room, "bob")
+    await _said(alice, room, "before the stop", 5)
     holder = await _holder(cluster, room)
-    out = asyncio.get_running_loop().create_future()
-
-    def on_presence(p: Any) -> None:
-        if str(p["from"]) == f"{room}/bob" and p["type"] == "unavailable" and not out.done():
-            out.set_result(p)
-
-    # every <presence/>: slixmpp raises no "presence" event for some occupant presences
-    bob.register_handler(
-        Callback("all presences", MatchXPath("{jabber:client}presence"), on_presence)
-    )
+    seen = _presences(bob, room)
     proc = cluster.proc(holder)
     stopped_at = time.monotonic()
     await proc.stop()
-    p = await asyncio.wait_for(out, 10)
-    assert "332" in str(p) and "110" in str(p)
-    # a temporary room ended with its holder; joining makes it anew, elsewhere
-    await _join(bob, room, "bob")
+    got = asyncio.get_running_loop().create_future()
+
+    def on_message(m: Any) -> None:
+        if m["body"] == "after the stop" and not got.done():
+            got.set_result(m)
+
+    alice.add_event_handler("groupchat_message", on_message)
+    await _said(bob, room, "after the stop", 5)  # bob never joined again
     back = time.monotonic() - stopped_at
+    await asyncio.wait_for(got, 5)  # and alice, still in, hears him
     assert await _holder(cluster, room) != holder
     assert back < 3, f"took {back:.2f} s: the stopped replica's heartbeat was not removed"
+    assert seen == [], [str(p) for p in seen]  # no 332, no unavailable
+    # the temporary room's history came along
+    (carol_jid,) = await users("carol")
+    carol = await login(carol_jid, plugins=PLUGINS)
+    joined = await carol.plugin["xep_0045"].join_muc_wait(room, "carol", maxstanzas=10, timeout=10)
+    assert [m["body"] for m in joined[3]] == ["before the stop", "after the stop"]
+    assert {str(p["from"]) for p in joined[2]} >= {f"{room}/alice", f"{room}/bob"}
+    await proc.start(echo=False)
+    await proc.wait_ready()
+
+
+async def test_an_occupant_gone_meanwhile_leaves_the_room_it_comes_back(
+    cluster: LocalCluster, users: Any, login: Any
+) -> None:
+    """An occupant whose session ends while no replica holds its room (its
+    unavailable presence bounced) is taken out when the room comes back:
+    the others see it leave."""
+    a, b = await users("alice", "bob")
+    room = f"ghost-{a.split('@')[0]}@conference.localhost"
+    alice = await login(a, edge=0, plugins=PLUGINS)
+    bob = await login(b, edge=1, plugins=PLUGINS)
+    await _join(alice, room, "alice")
+    muc = alice.plugin["xep_0045"]
+    await muc.set_room_config(room, await muc.get_room_config(room))
+    await _join(bob, room, "bob")
+    holder = await _holder(cluster, room)
+    seen = _presences(alice, room)
+    proc = cluster.proc(holder)
+    proc.kill()
+    bob.disconnect()  # while nobody holds the room
+    await asyncio.sleep(1.0)
+
+    async def until_echoed() -> None:
+        while True:
+            try:
+                await _said(alice, room, f"anyone? {time.monotonic()}", 1)
+                return
+            except TimeoutError:
+                pass
+
+    await asyncio.wait_for(until_echoed(), 20)
+    for _ in range(50):
+        if any(str(p["from"]) == f"{room}/bob" and p["type"] == "unavailable" for p in seen):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"bob did not leave: {[str(p) for p in seen]}")
     await proc.start(echo=False)
     await proc.wait_ready()
 
@@ -159,32 +236,31 @@ async def test_kill_the_replica_holding_a_busy_room(
     stop.set()
     await asyncio.gather(*senders)
 
-    # the room answers again once the lease can be taken; a client that finds
-    # itself out of the room (not-acceptable) joins again, as XEP-0410 has it
-    async def rejoin_and_speak() -> float:
+    # the room answers again once the lease can be taken, with its
+    # occupants: nobody joins again
+    async def speak() -> float:
         while True:
             try:
-                await _join(owner, room, "owner", timeout=2)
-                body = f"msg after {time.monotonic()}"
-                echoed = asyncio.get_running_loop().create_future()
+                await _said(owner, room, f"probe {time.monotonic()}", 1)
+                return time.monotonic()
+            except TimeoutError:
+                pass
 
-                def on_echo(m: Any, body: str = body, echoed: Any = echoed) -> None:
-                    if m["body"] == body and not echoed.done():
-                        echoed.set_result(time.monotonic())
-
-                owner.add_event_handler("groupchat_message", on_echo)
-                owner.send_message(mto=room, mbody=body, mtype="groupchat")
-                try:
-                    return await asyncio.wait_for(echoed, 2)
-                finally:
-                    owner.del_event_handler("groupchat_message", on_echo)
-            except (PresenceError, TimeoutError):
-                await asyncio.sleep(0.2)
-
-    back_at = await asyncio.wait_for(rejoin_and_speak(), 30)
+    back_at = await asyncio.wait_for(speak(), 30)
     recovery = back_at - killed_at
     new_holder = await _holder(cluster, room)
     assert new_holder != holder
+    # every occupant is still in: all of them hear the next message, and
+    # XEP-0410 self-pings say they are joined
+    heard = [asyncio.get_running_loop().create_future() for _ in clients]
+    for c, f in zip(clients, heard, strict=True):
+        c.add_event_handler(
+            "groupchat_message",
+            lambda m, f=f: f.done() or m["body"] != "after the kill" or f.set_result(True),
+        )
+    await _said(owner, room, "after the kill", 5)
+    await asyncio.wait_for(asyncio.gather(*heard), 10)
+    await clients[3].plugin["xep_0199"].send_ping(f"{room}/n3", timeout=5)
 
     # configuration and affiliations came back: a non-member is still refused
     (stranger,) = await users("stranger")
@@ -201,7 +277,47 @@ async def test_kill_the_replica_holding_a_busy_room(
         f"\nmuc failover: {OCCUPANTS} occupants on 2 edges; sent {len(sent)}, "
         f"acknowledged before the kill {len(before)}, delivered {sum(received)} copies, "
         f"lost {len(lost)}; room answering again {recovery:.2f} s after kill -9 "
-        f"(node_ttl 3 s); {holder} -> {new_holder}"
+        f"(node_ttl 3 s), all {OCCUPANTS} occupants still in; {holder} -> {new_holder}"
     )
     assert not lost, sorted(lost)[:5]
     assert recovery < 3 * 3 + 5  # within a few node_ttl
+    await cluster.proc(holder).start(echo=False)  # for the tests after this one
+    await cluster.proc(holder).wait_ready()
+
+
+async def test_service_lists_public_rooms_of_every_replica(
+    cluster: LocalCluster, users: Any, login: Any
+) -> None:
+    """disco#items of the service: the public temporary rooms held by either
+    replica (their listing is part of the rooms' images in Redis); a room
+    made non-public leaves the list, an ended one too."""
+    (a,) = await users("alice")
+    alice = await login(a, plugins=PLUGINS)
+    muc = alice.plugin["xep_0045"]
+    tag = a.split("@")[0]
+    # three rooms whose first choice is each replica (rendezvous hashing)
+    by_node: dict[str, list[str]] = {"muc1": [], "muc2": []}
+    i = 0
+    while min(len(v) for v in by_node.values()) < 3:
+        room = f"listed{i}-{tag}@conference.localhost"
+        first = rendezvous(room, list(by_node))[0]
+        if len(by_node[first]) < 3:
+            by_node[first].append(room)
+        i += 1
+    rooms = [r for pair in zip(by_node["muc1"], by_node["muc2"], strict=True) for r in pair]
+    await asyncio.sleep(1.5)  # callers see a replica restarted by an earlier test
+    for room in rooms:
+        await _join(alice, room, "alice")
+        await muc.set_room_config(room, await muc.get_room_config(room))  # instant, public
+    assert {await _holder(cluster, r) for r in rooms} == {"muc1", "muc2"}
+    hidden = await muc.get_room_config(rooms[0])
+    hidden.field["muc#roomconfig_publicroom"]["value"] = False
+    await muc.set_room_config(rooms[0], hidden)
+    muc.leave_muc(rooms[1], "alice")
+    await asyncio.sleep(0.5)
+
+    async def listed() -> set[str]:
+        items = await alice.plugin["xep_0030"].get_items(jid="conference.localhost", timeout=5)
+        return {i[0] for i in items["disco_items"]["items"] if tag in i[0]}
+
+    assert await listed() == set(rooms[2:])

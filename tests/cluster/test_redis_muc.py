@@ -61,3 +61,39 @@ async def test_leases(redis) -> None:
     await r.set(f"{prefix}muc:room:{room}", "muc1", px=60_000)
     await r.delete(f"{prefix}muc:hb:muc1")
     assert await d.claim(room, "muc2") == "muc2"
+
+
+async def test_room_images(redis) -> None:
+    """A room's image: occupants set and removed, a temporary room's state
+    and bounded history, dropped when the room ends, given up when it
+    becomes persistent (storage has it then)."""
+    from services.cluster.redis_muc import RedisRoomMemory, shared_secret
+    from services.core.muc import RoomChanges
+    from services.xmpp.jid import JID
+
+    r, prefix = redis
+    m = RedisRoomMemory(r, prefix, image_ttl=60)
+    room = JID.parse("lobby@conference.localhost")
+    assert await m.read(room) is None
+    await m.write(
+        room,
+        RoomChanges(
+            occupants={"a": b"A", "b": b"B"}, state=b"S", history=[b"1", b"2", b"3"], keep=2
+        ),
+    )
+    await m.write(room, RoomChanges(left=["a"], occupants={"c": b"C"}, history=[b"4"], keep=2))
+    image = await m.read(room)
+    assert image is not None
+    assert image.occupants == {"b": b"B", "c": b"C"}
+    assert image.state == b"S"
+    assert image.history == [b"3", b"4"]
+    assert 0 < await r.pttl(f"{prefix}muc:occ:{room}") <= 60_000
+    await m.write(room, RoomChanges(persistent=True))
+    image = await m.read(room)
+    assert image is not None and image.state is None and image.history == []
+    await m.drop(room)
+    assert await m.read(room) is None
+    assert await r.keys(f"{prefix}muc:*{room}") == []
+    # every replica derives the same occupant ids
+    assert await shared_secret(r, prefix) == await shared_secret(r, prefix)
+    assert len(await shared_secret(r, prefix)) == 16

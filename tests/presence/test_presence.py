@@ -740,6 +740,24 @@ async def test_blocked_contact_presence_dropped(world: World) -> None:
     assert world.presences(a) == []
 
 
+async def test_directed_presence_to_a_full_jid_honours_blocking(world: World) -> None:
+    """Plain presence to a full JID (a group chat's occupant presence, say)
+    is delivered straight to the resource, unless its user blocks the sender."""
+    alice = await world.account("alice")
+    a = await world.online(f"{alice}/pc")
+    room = "lobby@conference.localhost/bob"
+    world.clear()
+    await world.inject(_with(pres(to=a, status="here"), {"from": room}))
+    await world.inject(_with(pres(to=a, type_="unavailable"), {"from": room}))
+    assert len(world.presences(a, None)) == 1 and len(world.presences(a, "unavailable")) == 1
+    await world.store.add_blocks(HOST, "alice", ["lobby@conference.localhost"])
+    world.router.blocks.invalidate(alice)
+    world.clear()
+    await world.inject(_with(pres(to=a, status="here"), {"from": room}))
+    await world.inject(_with(pres(to=a, type_="unavailable"), {"from": room}))
+    assert world.presences(a) == []
+
+
 async def test_remote_broadcast_bounces(world: World) -> None:
     """Remote domains are unreachable for now: the router answers with an error."""
     alice = await world.account("alice")
