@@ -55,6 +55,10 @@ def _prep_domain(s: str) -> str:
             raise JIDError("bad domain label")
         if any(c in " \t\r\n/@\"'<>&:" for c in label):
             raise JIDError("forbidden character in domainpart")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in label):
+            # RFC 7622 3.2: a domainpart is a host name; controls cannot
+            # even travel in XML 1.0
+            raise JIDError("control character in domainpart")
     if len(out.encode()) > _MAX_PART:
         raise JIDError("domainpart too long")
     return out

@@ -40,6 +40,9 @@ def test_valid(raw, local, domain, resource):
         "x" * 1024 + "@a",
         "a@b/" + "r" * 1024,
         "a@b/\u0000",
+        "\u0018",
+        "a@ex\u0001ample.com",
+        "a@example.com\u007f",
     ],
 )
 def test_invalid_is_jid_malformed(raw):
