@@ -7,6 +7,7 @@ deliver stanzas to the sessions it holds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
@@ -62,6 +63,10 @@ class EdgeServer:
         self.sessions: set[ClientSession] = set()
         #: bound sessions by full JID
         self.local: dict[JID, ClientSession] = {}
+        #: sessions whose unbind (unavailable presence, last activity) is under way
+        self.unbinding = 0
+        #: set when the last session's teardown is over (what stop() waits for)
+        self._idle = asyncio.Event()
         self.servers: list[asyncio.Server] = []
         #: where external components are connected (XEP-0114): shared with the
         #: router (in-process) or in Redis (cluster)
@@ -313,14 +318,24 @@ class EdgeServer:
             sess.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
         for comp in list(self.component_connections):
             comp.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
-        # let teardown tasks run (unavailable presence, last activity)
-        for _ in range(3):
-            await asyncio.sleep(0.05)
+        # let teardown run (unavailable presence, last activity) before the
+        # caller closes storage under it; bounded, so a stuck one cannot
+        # hold the shutdown
+        await asyncio.sleep(0.05)
+        if self.sessions or self.unbinding:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), 5.0)
         if self.web is not None:
             await self.web.stop()
             self.web = None
         for server in self.servers:
             await server.wait_closed()
+
+    def session_ended(self) -> None:
+        """A session's teardown is over: wake stop() once none is left."""
+        if not self.sessions and not self.unbinding:
+            self._idle.set()
 
     async def _keepalive_loop(self) -> None:
         s = self.settings

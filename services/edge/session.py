@@ -127,14 +127,19 @@ class ClientSession:
         self.edge.sessions.discard(self)
         jid = self.jid
         if jid is None:
+            self.edge.session_ended()
             return
         if self.edge.local.get(jid) is self:
             del self.edge.local[jid]
         if not self.replaced:
+            self.edge.unbinding += 1
             try:
                 await self.edge.router.unbind(jid, self.stream.stream_id)
             except Exception:
                 log.exception("edge: unbind failed for %s", jid)
+            finally:
+                self.edge.unbinding -= 1
+        self.edge.session_ended()
 
     def close(self, error: StreamError | None) -> None:
         t = self.transport
