@@ -29,7 +29,13 @@ Scenarios (each returns a JSON-able dict; :func:`table` prints one):
   each; a few occupants per room post in a closed loop (the next message once
   every occupant has received the last) and every occupant receives the
   fan-out; deliveries/s, delivery latency, lost deliveries, server CPU per
-  delivery.
+  delivery;
+* :func:`pep` - personal eventing (XEP-0163): publishers, each with C
+  contacts whose initial presence carries entity capabilities (XEP-0115)
+  asking for the bench node's notifications, publish in a closed loop (the
+  next item once every contact has the last one's notification);
+  notifications/s, notification latency, lost notifications, server CPU per
+  notification.
 
 Usable on its own against a running server whose users already exist::
 
@@ -75,10 +81,75 @@ _ATTR_FROM = re.compile(rb"""\sfrom=(?:'([^'/]*)|"([^"/]*))""")
 _ATTR_FROM_FULL = re.compile(rb"""\sfrom=(?:'([^']*)'|"([^"]*)")""")
 _ATTR_TYPE = re.compile(rb"""\stype=(?:'([^']*)'|"([^"]*)")""")
 _JID = re.compile(rb"<jid>([^<]+)</jid>")
+_ATTR_NODE = re.compile(rb"""\snode=(?:'([^']*)'|"([^"]*)")""")
 
 NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
 STARTTLS = b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"
 CLOSE = b"</stream:stream>"
+
+
+# ------------------------------------------------- entity capabilities, PEP
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_PUBSUB = "http://jabber.org/protocol/pubsub"
+#: the PEP node the bench publishes to, and the namespace of its payload
+PEP_NODE = "urn:xmpp:bench:pep"
+#: the client software's caps node (XEP-0115 ``node``)
+CAPS_NODE = "urn:xmpp:bench:client"
+#: what every load generator client says it is and supports (disco#info):
+#: it asks for the bench node's notifications (XEP-0163 4.1, ``+notify``)
+CLIENT_IDENTITY = ("client", "bot", "", "xmppd bench")
+CLIENT_FEATURES = (
+    NS_CAPS,
+    NS_DISCO_INFO,
+    PEP_NODE + "+notify",
+    "urn:xmpp:ping",
+)
+
+
+def caps_ver(identities: Iterable[tuple[str, str, str, str]], features: Iterable[str]) -> str:
+    """The XEP-0115 verification string (section 5.1, SHA-1, no forms) of
+    identities ``(category, type, lang, name)`` and features."""
+    s = "".join(f"{c}/{t}/{lang}/{name}<" for c, t, lang, name in sorted(identities))
+    s += "".join(f"{f}<" for f in sorted(features))
+    return base64.b64encode(hashlib.sha1(s.encode()).digest()).decode()
+
+
+CLIENT_VER = caps_ver([CLIENT_IDENTITY], CLIENT_FEATURES)
+#: the initial presence of a client that announces its capabilities
+CAPS_PRESENCE = (
+    f"<presence><c xmlns='{NS_CAPS}' hash='sha-1' node='{CAPS_NODE}' ver='{CLIENT_VER}'/>"
+    "</presence>"
+).encode()
+_DISCO_INFO_BODY = (
+    "<identity category='{}' type='{}' name='{}'/>".format(*CLIENT_IDENTITY[:2], CLIENT_IDENTITY[3])
+    + "".join(f"<feature var='{f}'/>" for f in CLIENT_FEATURES)
+).encode()
+
+
+def disco_info_result(iq_id: bytes, to: bytes | None, node: bytes | None) -> bytes:
+    """The answer to a disco#info query (the server asking what ``node#ver``
+    stands for): the same identity and features whatever the node."""
+    return b"<iq type='result' id='%s'%s><query xmlns='%s'%s>%s</query></iq>" % (
+        iq_id,
+        b" to='%s'" % to if to else b"",
+        NS_DISCO_INFO.encode(),
+        b" node='%s'" % node if node else b"",
+        _DISCO_INFO_BODY,
+    )
+
+
+def pep_publish_template(tag: str) -> bytes:
+    """A publish to the bench node (XEP-0163 7.1: no ``to``, the account's own
+    service); ``% (iq_id, seq, sent_ns)`` fills it. The item id is always
+    ``current`` (one item per node on every server, whatever its max_items);
+    the payload carries the phase's tag, a sequence number and the send time."""
+    return (
+        f"<iq type='set' id='%s'><pubsub xmlns='{NS_PUBSUB}'><publish node='{PEP_NODE}'>"
+        f"<item id='current'><stamp xmlns='{PEP_NODE}'>{tag} %d %d</stamp></item>"
+        "</publish></pubsub></iq>"
+    ).encode()
 
 
 def stream_header(domain: str) -> bytes:
@@ -104,6 +175,14 @@ def _unescape(b: bytes) -> bytes:
         .replace(b"&apos;", b"'")
         .replace(b"&amp;", b"&")
     )
+
+
+def _error_sample(el: bytes) -> str:
+    """The head of an error stanza and its ``<error>`` element (which comes
+    after the echoed payload)."""
+    i = el.find(b"<error")
+    tail = b" ... " + el[i : i + 250] if i > 200 else b""
+    return (el[: min(len(el), 200 if tail else 300)] + tail).decode(errors="replace")
 
 
 def _escape(s: str) -> str:
@@ -244,6 +323,7 @@ class Client:
         "muc",
         "partner",
         "password",
+        "pep",
         "presences",
         "reader",
         "resource",
@@ -276,6 +356,7 @@ class Client:
         self.expect = 0
         self.complete_at = 0.0
         self.muc: Occupancy | None = None
+        self.pep: PepRole | None = None
 
     # ---- negotiation
     async def _next(self) -> bytes:
@@ -318,7 +399,15 @@ class Client:
         # stanzas that arrive during negotiation are dispatched once established
         self.w.early.append((self, el))
 
-    async def login(self, host: str, port: int, domain: str, mech: str, roster: bool) -> None:
+    async def login(
+        self,
+        host: str,
+        port: int,
+        domain: str,
+        mech: str,
+        roster: bool,
+        presence: bytes = b"<presence/>",
+    ) -> None:
         self.reader, self.writer = await asyncio.open_connection(host, port)
         w = self.writer
         feats = await self._restart(domain)
@@ -374,7 +463,7 @@ class Client:
             await self._iq(
                 b"roster", b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>"
             )
-        w.write(b"<presence/>")
+        w.write(presence)
         # logged in once the server has processed the initial presence: every
         # server echoes it to the sender's own available resource (RFC 6121 4.2.2)
         while self.presences == 0:
@@ -406,6 +495,9 @@ class Client:
     def on_element(self, el: bytes) -> None:
         w = self.w
         if el.startswith(b"<message"):
+            if self.pep is not None:
+                self.on_pep_message(el)
+                return
             if self.muc is not None:
                 self.on_muc_message(el)
                 return
@@ -442,11 +534,17 @@ class Client:
             if self.muc is not None:
                 self.muc.on_presence(el)
         elif el.startswith(b"<iq"):
-            if b"urn:xmpp:ping" in el and _attr(_ATTR_TYPE, el) == b"get":
+            typ = _attr(_ATTR_TYPE, el)
+            if typ == b"get" and b"urn:xmpp:ping" in el:
                 iq_id = _attr(_ATTR_ID, el) or b""
                 frm = _attr(_ATTR_FROM_FULL, el)
                 to = b" to='%s'" % frm if frm else b""
                 self.send(b"<iq type='result' id='%s'%s/>" % (iq_id, to))
+            elif typ == b"get" and NS_DISCO_INFO.encode() in el:
+                # a server asking what our caps ``ver`` stands for (XEP-0115 6.3)
+                self.answer_disco(el)
+            elif self.pep is not None:
+                self.on_pep_iq(el, typ)
             elif self.muc is not None:
                 self.muc.on_iq(el)
         elif el == CLOSE:
@@ -510,6 +608,94 @@ class Client:
         if w.m0 <= now <= w.m1:
             w.sent_in_window += 1
         self.send(m.post % (w.seq, w.seq, now))
+
+    # ---- personal eventing
+    def answer_disco(self, el: bytes) -> None:
+        w = self.w
+        frm = _attr(_ATTR_FROM_FULL, el)
+        m = _ATTR_NODE.search(el)
+        node = (m.group(1) if m.group(1) is not None else m.group(2)) if m else None
+        w.disco_answered += 1
+        if frm is not None and len(w.disco_from) < 8:
+            w.disco_from.add(frm.split(b"/")[0].decode(errors="replace"))
+        self.send(disco_info_result(_attr(_ATTR_ID, el) or b"", frm, node))
+
+    def on_pep_iq(self, el: bytes, typ: bytes | None) -> None:
+        """The publisher's publish results and errors."""
+        w = self.w
+        if typ == b"result":
+            w.acked += 1
+        elif typ == b"error":
+            w.errors += 1
+            if len(w.error_samples) < 5:
+                w.error_samples.append(_error_sample(el))
+
+    def on_pep_message(self, el: bytes) -> None:
+        """A PEP notification of the bench node (payload ``TAG SEQ SENT_NS``):
+        one delivery of a publish of this phase (TAG is its tag), a prime of
+        this phase (SEQ 0), or the last item of an earlier phase (another
+        TAG: the last item sent on presence, XEP-0163 6.3). A contact that
+        receives the same publish again (the publish is complete, or this
+        contact is already among those that have it) counts a duplicate, not
+        a delivery; the publisher's own session counts apart."""
+        w = self.w
+        head = el[: el.find(b">")]
+        if b"'error'" in head or b'"error"' in head:
+            w.errors += 1
+            if len(w.error_samples) < 5:
+                w.error_samples.append(_error_sample(el))
+            return
+        i = el.find(b"<stamp")
+        if i < 0:
+            return  # another event (a retraction, a configuration change)
+        i = el.find(b">", i) + 1
+        fields = el[i : el.find(b"<", i)].split()
+        role = self.pep
+        assert role is not None
+        if role.publisher is None:  # the publisher's own session (it has no caps)
+            w.to_publisher += 1
+            return
+        if len(fields) != 3 or fields[0] != w.pep_tag:
+            w.stale += 1
+            return
+        seq = int(fields[1])
+        if seq == 0:
+            role.ready = True
+            return
+        entry = w.pending.get(seq)
+        if entry is None or self in entry[2]:
+            w.duplicates += 1
+            return
+        entry[2].add(self)
+        now = time.perf_counter_ns()
+        w.received += 1
+        if w.m0 <= now <= w.m1:
+            w.in_window += 1
+            w.lat.append((now - int(fields[2])) / 1000.0)
+        entry[0] -= 1
+        if entry[0] == 0:  # every contact has it: the publisher publishes its next one
+            del w.pending[seq]
+            if w.refill:
+                entry[1].send_publish()
+
+    def send_publish(self, prime: bool = False) -> None:
+        """Publish to the bench node: the next item of the closed loop, or
+        (``prime``) an item that only tells contacts the server notifies them."""
+        w = self.w
+        role = self.pep
+        assert role is not None
+        now = time.perf_counter_ns()
+        if prime:
+            w.primes += 1
+            self.send(w.pep_publish % (b"prime%d" % w.primes, 0, now))
+            return
+        w.seq += 1
+        w.sent += 1
+        w.expected += role.size
+        w.pending[w.seq] = [role.size, self, set()]  # the contacts that have it
+        if w.m0 <= now <= w.m1:
+            w.sent_in_window += 1
+        self.send(w.pep_publish % (b"p%d" % w.seq, w.seq, now))
 
     async def close(self) -> None:
         if self.writer is None:
@@ -590,6 +776,39 @@ class Occupancy:
                 self.error = self.error or el[:300].decode(errors="replace")
 
 
+class PepRole:
+    """One client's part in the PEP scenario: a publisher (with its
+    ``contacts``) or one of a publisher's contacts."""
+
+    __slots__ = ("contacts", "publisher", "ready", "size")
+
+    def __init__(self, size: int, publisher: Client | None = None) -> None:
+        self.size = size  # the publisher's contacts: deliveries per publish
+        self.publisher = publisher  # None: this client is the publisher
+        self.contacts: list[Client] = []
+        self.ready = False  # a contact: a notification of this phase arrived
+
+
+def pep_specs(text: str, contacts: int = 0) -> list[tuple[int, int]]:
+    """``"1x100,5x100"`` -> ``[(1, 100), (5, 100)]``: publishers x contacts of
+    each. An entry may be the publishers alone (``"5"``), and ``contacts``
+    (when not 0) sets the contacts of every phase."""
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        pubs, sep, size = part.lower().partition("x")
+        if not pubs.isdigit() or (sep and not size.isdigit()) or (not sep and not contacts):
+            raise ValueError(f"PEP spec {part!r}: expected PUBLISHERSxCONTACTS, such as 5x100")
+        n = contacts or int(size)
+        if int(pubs) < 1 or n < 1:
+            raise ValueError(f"PEP spec {part!r}: at least 1 publisher with 1 contact")
+        out.append((int(pubs), n))
+    if not out:
+        raise ValueError("no PEP spec")
+    return out
+
+
 def room_specs(text: str) -> list[tuple[int, int]]:
     """``"10x10,2x100"`` -> ``[(10, 10), (2, 100)]``: rooms x occupants per room."""
     out = []
@@ -642,6 +861,11 @@ class Worker:
         self.early: list[tuple[Client, bytes]] = []
         self.closing = False
         self.dropped = 0
+        # PEP: this phase's tag and publish template; caps queries answered
+        self.pep_tag = b""
+        self.pep_publish = b""
+        self.disco_answered = 0
+        self.disco_from: set[str] = set()
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -661,6 +885,13 @@ class Worker:
         self.unexpected = 0
         self.sent_in_window = 0
         self.error_samples: list[str] = []
+        # PEP: publish results, notifications of an earlier phase, primes
+        # sent, a contact's second copy of a publish, the publisher's own copies
+        self.acked = 0
+        self.stale = 0
+        self.primes = 0
+        self.duplicates = 0
+        self.to_publisher = 0
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -704,10 +935,15 @@ class Worker:
         timeout: float = 120.0,
         pairs: bool = False,
         ports: Sequence[int] | None = None,
+        caps: bool = False,
     ) -> dict[str, Any]:
         """Log ``users`` in, at most ``concurrency`` at a time; keep them connected.
 
-        ``ports[i]`` is the port of ``users[i]`` (default: the target's port)."""
+        ``ports[i]`` is the port of ``users[i]`` (default: the target's port).
+        With ``caps``, the initial presence announces the client's entity
+        capabilities (XEP-0115), which ask for the bench PEP node's
+        notifications."""
+        presence = CAPS_PRESENCE if caps else b"<presence/>"
         self.closing = False
         self.dropped = 0
         self.early.clear()
@@ -726,7 +962,9 @@ class Worker:
                 t0 = time.perf_counter()
                 port = ports[i] if ports else t.port
                 try:
-                    await asyncio.wait_for(c.login(t.host, port, t.domain, mech, roster), timeout)
+                    await asyncio.wait_for(
+                        c.login(t.host, port, t.domain, mech, roster, presence), timeout
+                    )
                 except Exception as exc:
                     failures.append(f"{user}: {type(exc).__name__}: {exc}"[:300])
                     await c.close()
@@ -977,6 +1215,121 @@ class Worker:
             "window_cpu_s": cpu_w1 - cpu_w0,
         }
 
+    async def op_pep_prime(
+        self,
+        stars: Sequence[tuple[str, Sequence[str]]],
+        tag: str,
+        timeout: float,
+        interval: float = 1.0,
+    ) -> dict[str, Any]:
+        """Give this worker's clients their PEP roles (``stars``: each
+        publisher's user and its contacts' users), then have each publisher
+        publish a prime item every ``interval`` seconds until every one of its
+        contacts has received one: the server has then learnt each contact's
+        capabilities (it asks once per ``ver``) and notifies it."""
+        self.reset_counters()
+        self.pep_tag = tag.encode()
+        self.pep_publish = pep_publish_template(tag)
+        by_user = {c.user: c for c in self.clients}
+        pubs: list[Client] = []
+        for pub_user, contact_users in stars:
+            pub = by_user[pub_user]
+            contacts = [by_user[u] for u in contact_users]
+            pub.pep = PepRole(len(contacts))
+            pub.pep.contacts = contacts
+            for c in contacts:
+                c.pep = PepRole(len(contacts), pub)
+            pubs.append(pub)
+
+        def ready(c: Client) -> bool:
+            return c.pep is not None and c.pep.ready
+
+        def waiting() -> list[Client]:
+            return [p for p in pubs if p.pep and not all(map(ready, p.pep.contacts))]
+
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        next_at = t0
+        left = waiting()
+        while left and time.monotonic() < deadline:
+            if time.monotonic() >= next_at:
+                for p in left:
+                    p.send_publish(prime=True)
+                next_at = time.monotonic() + interval
+            await asyncio.sleep(0.005)
+            left = waiting()
+        contacts = [c for p in pubs if p.pep for c in p.pep.contacts]
+        return {
+            "publishers": len(pubs),
+            "contacts": len(contacts),
+            "ready": sum(1 for c in contacts if ready(c)),
+            "wall_s": time.monotonic() - t0,
+            "primes": self.primes,
+            "acked": self.acked,
+            "stale": self.stale,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "disco_answered": self.disco_answered,
+            "disco_from": sorted(self.disco_from),
+        }
+
+    async def op_pep_loop(
+        self, t_start: float, warmup: float, duration: float, window: int, drain: float = 10.0
+    ) -> dict[str, Any]:
+        """The closed loop: every publisher keeps ``window`` publishes in
+        flight, and publishes the next one when all its contacts have
+        received the notification of one."""
+        self.reset_counters()
+        pubs = [c for c in self.clients if c.pep is not None and c.pep.publisher is None]
+        offset = time.perf_counter_ns() - time.monotonic_ns()
+        self.m0 = int((t_start + warmup) * 1e9) + offset
+        self.m1 = self.m0 + int(duration * 1e9)
+        end = t_start + warmup + duration
+        await asyncio.sleep(max(0.0, t_start - time.monotonic()))
+        cpu_w0 = cpu_w1 = _cpu()
+        if pubs:
+            self.refill = True
+            for _ in range(window):
+                for p in pubs:
+                    p.send_publish()
+            await asyncio.sleep(max(0.0, t_start + warmup - time.monotonic()))
+            cpu_w0 = _cpu()
+            await asyncio.sleep(max(0.0, end - time.monotonic()))
+            cpu_w1 = _cpu()
+            self.refill = False
+        t_end = time.monotonic()
+        deadline, cap, seen = t_end + drain, t_end + 6 * drain, -1
+
+        def busy() -> bool:
+            return bool(self.pending) or self.acked + self.errors < self.sent
+
+        while busy() and time.monotonic() < deadline:
+            if self.received + self.acked != seen:
+                seen = self.received + self.acked
+                deadline = min(cap, time.monotonic() + drain)
+            await asyncio.sleep(0.02)
+        return {
+            "publishers": len(pubs),
+            "sent": self.sent,
+            "sent_in_window": self.sent_in_window,
+            "acked": self.acked,
+            "expected": self.expected,
+            "received": self.received,
+            "in_window": self.in_window,
+            "incomplete": len(self.pending),
+            "duplicates": self.duplicates,
+            "to_publisher": self.to_publisher,
+            "stale": self.stale,
+            "errors": self.errors,
+            "error_samples": self.error_samples,
+            "dropped": self.dropped,
+            "drain_s": time.monotonic() - t_end,
+            "lat": self.lat.tobytes(),
+            "window_cpu_s": cpu_w1 - cpu_w0,
+            "disco_answered": self.disco_answered,
+            "disco_from": sorted(self.disco_from),
+        }
+
     async def op_wait_presence(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         tracked = [c for c in self.clients if c.seen is not None]
@@ -993,6 +1346,8 @@ class Worker:
 
     async def op_close(self) -> dict[str, Any]:
         self.closing = True
+        self.disco_answered = 0
+        self.disco_from = set()
         clients, self.clients = self.clients, []
         for c in clients:
             await c.close()
@@ -1114,6 +1469,7 @@ class LoadGen:
         timeout: float = 120.0,
         ports: Sequence[int] | None = None,
         group: int = 0,
+        caps: bool = False,
     ) -> dict[str, Any]:
         """Log ``users`` in over the workers; user ``i`` connects to
         ``ports[i % len(ports)]`` (default: the target's ports). ``group``
@@ -1134,6 +1490,7 @@ class LoadGen:
                 "expect": None if expect is None else [expect[i] for i in part],
                 "pairs": pairs,
                 "timeout": timeout,
+                "caps": caps,
             }
             for part in parts
         ]
@@ -1924,6 +2281,195 @@ def muc(
     return out
 
 
+#: a publisher's user and password, and its contacts'
+Star = tuple[tuple[str, str], Sequence[tuple[str, str]]]
+
+
+def _pep_phase(
+    lg: LoadGen,
+    probe: Probe,
+    stars: Sequence[Star],
+    pubs: int,
+    size: int,
+    mech: str,
+    *,
+    tag: str,
+    window: int,
+    warmup: float,
+    duration: float,
+    drain: float,
+    concurrency: int,
+    ready_timeout: float,
+    settle: float,
+) -> dict[str, Any]:
+    """``pubs`` publishers with ``size`` contacts each: log in (publishers
+    first, then their contacts with caps), prime, closed loop, close."""
+    _settle(settle, probe)
+    out: dict[str, Any] = {
+        "publishers": pubs,
+        "contacts_per_publisher": size,
+        "clients": pubs * (size + 1),
+        "window_per_publisher": window,
+    }
+    if len(stars) < pubs or any(len(cs) < size for _p, cs in stars[:pubs]):
+        raise ValueError(f"{pubs} publishers with {size} contacts each: not enough users")
+    chosen = [(pub, list(cs[:size])) for pub, cs in stars[:pubs]]
+    # publisher k and its contacts are on worker k mod n (its closed loop is
+    # counted there); the publishers are online before their contacts, whose
+    # presence (with caps) then reaches a session of the publisher, as
+    # ejabberd needs (it notifies through the publisher's sessions)
+    r1 = lg.login([pub for pub, _cs in chosen], mech, concurrency, "lg-pep")
+    r2 = lg.login(
+        [c for _pub, cs in chosen for c in cs], mech, concurrency, "lg-pep", group=size, caps=True
+    )
+    out.update(
+        logged_in=r1["ok"] + r2["ok"],
+        login_failed=r1["failed"] + r2["failed"],
+        failures=(r1["failures"] + r2["failures"])[:5],
+    )
+    if out["login_failed"]:
+        lg.close_all()
+        out["error"] = f"{out['login_failed']} logins failed"
+        return out
+    per_worker = lg.split([[pub[0], [c[0] for c in cs]] for pub, cs in chosen])
+    t0 = time.monotonic()
+    cpu0 = _server_cpu(probe)[0]
+    primes = lg.call_all(
+        [
+            {"op": "pep_prime", "stars": part, "tag": tag, "timeout": ready_timeout}
+            for part in per_worker
+        ],
+        timeout=ready_timeout + 30,
+    )
+    ready = {
+        "contacts": sum(x["contacts"] for x in primes),
+        "ready": sum(x["ready"] for x in primes),
+        "wall_s": _r(time.monotonic() - t0, 2),
+        "primes_published": sum(x["primes"] for x in primes),
+        "primes_acked": sum(x["acked"] for x in primes),
+        "earlier_items": sum(x["stale"] for x in primes),
+        "caps_queries": sum(x["disco_answered"] for x in primes),
+        "caps_queried_by": sorted({f for x in primes for f in x["disco_from"]}),
+        "errors": sum(x["errors"] for x in primes),
+        "error_samples": [e for x in primes for e in x["error_samples"]][:3],
+        "server_cpu_s": _r(_server_cpu(probe)[0] - cpu0),
+    }
+    out["prime"] = ready
+    if ready["ready"] < ready["contacts"]:
+        lg.close_all()
+        out["error"] = (
+            f"{ready['contacts'] - ready['ready']} of {ready['contacts']} contacts had no "
+            f"notification within {ready_timeout:.0f}s ({ready['primes_published']} items "
+            f"published, {ready['primes_acked']} acknowledged, {ready['errors']} errors, "
+            f"{ready['caps_queries']} caps queries answered)"
+        )
+        return out
+    t_start = time.monotonic() + 0.3
+    cmd = {
+        "op": "pep_loop",
+        "t_start": t_start,
+        "warmup": warmup,
+        "duration": duration,
+        "window": window,
+        "drain": drain,
+    }
+    w = _measured(lg, probe, cmd, t_start, warmup, duration, drain, "PEP phase")
+    lg.close_all()
+    replies, lat = w.replies, w.lat
+    in_window = sum(x["in_window"] for x in replies)
+    expected = sum(x["expected"] for x in replies)
+    delivered = sum(x["received"] for x in replies)
+    published = sum(x["sent_in_window"] for x in replies)
+    server = w.cpu1 - w.cpu0
+    lg_cpu = sum(x["window_cpu_s"] for x in replies) + w.own1 - w.own0
+    out.update(
+        {
+            "sent": sum(x["sent"] for x in replies),
+            "acked": sum(x["acked"] for x in replies),
+            "expected_notifications": expected,
+            "delivered": delivered,
+            "lost": max(0, expected - delivered),
+            "incomplete_publishes": sum(x["incomplete"] for x in replies),
+            "duplicates": sum(x["duplicates"] for x in replies),
+            "to_publisher": sum(x["to_publisher"] for x in replies),
+            "earlier_items": sum(x["stale"] for x in replies),
+            "errors": sum(x["errors"] for x in replies),
+            "error_samples": [e for x in replies for e in x["error_samples"]][:3],
+            "dropped_connections": sum(x["dropped"] for x in replies),
+            "drain_s": _r(max(x["drain_s"] for x in replies)),
+            "caps_queries": sum(x["disco_answered"] for x in replies),
+            "warmup_s": warmup,
+            "duration_s": duration,
+            "published_in_window": published,
+            "delivered_in_window": in_window,
+            "notifications_per_s": _r(in_window / duration, 1),
+            "publishes_per_s": _r(published / duration, 1),
+            "latency_ms": {k: _r(v / 1000, 3) for k, v in percentiles(lat).items()},
+            "server_cpu_s": _r(server),
+            "server_cores": _r(server / duration),
+            "server_cpu_us_per_notification": _r(server * 1e6 / max(1, in_window), 1),
+            "loadgen_cpu_s": _r(lg_cpu),
+            "loadgen_cores": _r(lg_cpu / duration),
+            "machine_busy_cores": _r((w.busy1 - w.busy0) / duration),
+        }
+    )
+    if w.parts1:
+        out["server_cpu_parts_s"] = _diff(w.parts0, w.parts1)
+    return out
+
+
+def pep(
+    lg: LoadGen,
+    probe: Probe,
+    stars: Sequence[Star],
+    specs: Sequence[tuple[int, int]],
+    mech: str = "PLAIN",
+    *,
+    window: int = 2,
+    duration: float = 15.0,
+    warmup: float = 2.0,
+    drain: float = 10.0,
+    concurrency: int = 50,
+    ready_timeout: float = 60.0,
+    settle: float = 1.0,
+) -> dict[str, Any]:
+    """Personal eventing (XEP-0163), one phase per ``(publishers, contacts)``
+    in ``specs``.
+
+    ``stars``: each publisher's credentials and its contacts', every contact
+    in a mutual ``both`` subscription with its publisher and with nobody
+    else. Every client is a connection of its own; a publisher and its
+    contacts are on one load generator worker. Contacts log in with entity
+    capabilities (XEP-0115) whose features include ``urn:xmpp:bench:pep+notify``
+    and answer the server's disco#info query about them (all share one
+    ``ver``; each server asks at least once). The publishers then publish
+    prime items until every contact has had one (the server knows their
+    caps), and then the closed loop: each keeps ``window`` publishes in
+    flight to the bench node, and publishes the next one once all its
+    contacts have received one's notification. A notification is one
+    contact receiving one item: a publish makes ``contacts`` of them. A
+    contact's second copy of a publish counts as a duplicate (``lost``
+    counts contacts that never had it), a copy to the publisher's own session
+    (which asked for none) as ``to_publisher``."""
+    tag = secrets.token_hex(3)
+    out: dict[str, Any] = {
+        "scenario": "pep",
+        "mech": mech,
+        "node": PEP_NODE,
+        "caps_ver": CLIENT_VER,
+        "window_per_publisher": window,
+        "phases": {},
+    }
+    for pubs, size in specs:
+        out["phases"][f"{pubs}x{size}"] = _pep_phase(
+            lg, probe, stars, pubs, size, mech, tag=f"{tag}-{pubs}x{size}", window=window,
+            warmup=warmup, duration=duration, drain=drain, concurrency=concurrency,
+            ready_timeout=ready_timeout, settle=settle,
+        )  # fmt: skip
+    out["lost_total"] = sum(p.get("lost", 0) for p in out["phases"].values())
+    return out
+
+
 # ------------------------------------------------------------------- output
 
 
@@ -1974,7 +2520,7 @@ def main(argv: list[str] | None = None) -> int:
         help="server process to measure (its tree); comma separated for several (cluster)",
     )
     ap.add_argument(
-        "--scenario", choices=["login", "messages", "idle", "presence", "muc"], required=True
+        "--scenario", choices=["login", "messages", "idle", "presence", "muc", "pep"], required=True
     )
     ap.add_argument("--user-format", default="u{}", help="user names, {} is the index")
     ap.add_argument("--password", required=True)
@@ -1988,6 +2534,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=4)
     ap.add_argument("--rooms", default="10x10,2x100", help="muc: ROOMSxOCCUPANTS, comma separated")
     ap.add_argument("--senders", type=int, default=2, help="muc: occupants posting per room")
+    ap.add_argument(
+        "--pep-sizes", default="1x100", help="pep: PUBLISHERSxCONTACTS, comma separated"
+    )
+    ap.add_argument(
+        "--publisher-format", default="q{}", help="pep: publisher names, {} is the index"
+    )
+    ap.add_argument(
+        "--contact-format",
+        default="q{}c{}",
+        help="pep: contact names, {} the publisher's index then the contact's; each must be "
+        "in a mutual 'both' subscription with its publisher",
+    )
     a = ap.parse_args(argv)
     raise_nofile()
     users = [(a.user_format.format(i), a.password) for i in range(a.clients)]
@@ -2006,6 +2564,22 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         elif a.scenario == "idle":
             res = idle(lg, probe, users, a.mech, concurrency=a.concurrency)
+        elif a.scenario == "pep":
+            specs = pep_specs(a.pep_sizes)
+            stars: list[Star] = [
+                (
+                    (a.publisher_format.format(k), a.password),
+                    [
+                        (a.contact_format.format(k, j), a.password)
+                        for j in range(max(c for _p, c in specs))
+                    ],
+                )
+                for k in range(max(p for p, _c in specs))
+            ]
+            res = pep(
+                lg, probe, stars, specs, a.mech, window=a.window, duration=a.duration,
+                concurrency=a.concurrency,
+            )  # fmt: skip
         elif a.scenario == "muc":
             res = muc(
                 lg, probe, users, room_specs(a.rooms), a.mech, senders=a.senders,

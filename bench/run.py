@@ -25,7 +25,12 @@ backends of its database; the ``edges`` scenario (cluster only) compares
 logins and held connections on one edge with the same on two. The ``muc``
 scenario (group chat, XEP-0045) uses each server's MUC service at
 ``conference.localhost``: xmppd's is always on; Prosody gets a ``muc``
-component and ejabberd ``mod_muc`` when the run has that scenario.
+component and ejabberd ``mod_muc`` when the run has that scenario. The
+``pep`` scenario (personal eventing, XEP-0163) uses every account's PEP
+service: xmppd's is always on; Prosody gets ``mod_pep`` and ejabberd
+``mod_pubsub`` with the ``pep`` plugin (and ``mod_caps``) when the run has
+that scenario. Its publishers ``q<k>`` each have contacts ``q<k>c<j>`` in
+mutual subscriptions, created only when the run has it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +76,7 @@ BENCH_DOC = ROOT / "docs" / "benchmarks.md"
 BIN = Path(sys.executable).parent
 MARK_START = "<!-- bench:results:start -->"
 MARK_END = "<!-- bench:results:end -->"
-SCENARIOS = ("login", "messages", "idle", "presence", "muc", "edges")
+SCENARIOS = ("login", "messages", "idle", "presence", "muc", "pep", "edges")
 #: the group chat service (XEP-0045) on every target
 MUC_SERVICE = f"conference.{DOMAIN}"
 #: the occupant limit set on the peers that have one (ejabberd: 200 by
@@ -118,9 +123,20 @@ class Sizes:
     muc_senders: int = 2
     muc_window: int = 2
     muc_s: float = 15.0
+    pep_sizes: str = "1x100,5x100"
+    pep_contacts: int = 0  # when set: the contacts of every PEP phase
+    pep_window: int = 2
+    pep_s: float = 15.0
 
     def muc_specs(self) -> list[tuple[int, int]]:
         return loadgen.room_specs(self.muc_rooms)
+
+    def pep_specs(self) -> list[tuple[int, int]]:
+        return loadgen.pep_specs(self.pep_sizes, self.pep_contacts)
+
+    def pep_clients(self) -> int:
+        """Connections of the largest PEP phase (publishers and contacts)."""
+        return max(p * (c + 1) for p, c in self.pep_specs())
 
     def muc_clients(self) -> int:
         """Connections of the largest group chat phase (phases run one after another)."""
@@ -143,6 +159,8 @@ class Sizes:
             scale_hold_s=1.0,
             muc_rooms="4x5,2x20",
             muc_s=3.0,
+            pep_sizes="1x20,3x20",
+            pep_s=3.0,
         )
 
 
@@ -153,22 +171,42 @@ class Users:
     plain: list[str]  # u0..: no roster (login, messages, idle)
     presence: list[str]  # p0..: mutual 'both' subscriptions on a ring
     contacts: list[list[int]]  # presence[i]'s contacts, as indices into presence
+    #: PEP publishers q0.. and their contacts q<k>c0..: mutual 'both'
+    #: subscriptions, a star around each publisher (only with the pep scenario)
+    pep: list[tuple[str, list[str]]] = field(default_factory=list)
 
     @classmethod
-    def make(cls, s: Sizes) -> Users:
+    def make(cls, s: Sizes, pep: bool = False) -> Users:
         n = max(s.logins, s.msg_clients, s.idle, s.scale_conns, s.muc_clients())
         p = s.presence_users
+        stars = []
+        if pep:
+            specs = s.pep_specs()
+            size = max(c for _p, c in specs)
+            for k in range(max(n for n, _c in specs)):
+                stars.append((f"q{k}", [f"q{k}c{j}" for j in range(size)]))
         return cls(
             plain=[f"u{i}" for i in range(n)],
             presence=[f"p{i}" for i in range(p)],
             contacts=loadgen.ring_contacts(p, min(s.contacts, max(0, p - 1))),
+            pep=stars,
         )
 
+    def accounts(self) -> list[str]:
+        """Every account but the first (``plain[0]``: created through the CLI)."""
+        return self.plain[1:] + self.presence + [u for q, cs in self.pep for u in (q, *cs)]
+
     def roster_pairs(self) -> list[tuple[str, list[str]]]:
-        return [
+        ring = [
             (u, [self.presence[j] for j in cs])
             for u, cs in zip(self.presence, self.contacts, strict=True)
         ]
+        stars = [(q, list(cs)) for q, cs in self.pep]
+        stars += [(c, [q]) for q, cs in self.pep for c in cs]
+        return ring + stars
+
+    def pep_creds(self, password: str) -> list[loadgen.Star]:
+        return [((q, password), [(c, password) for c in cs]) for q, cs in self.pep]
 
 
 # ------------------------------------------------------------------ helpers
@@ -259,6 +297,8 @@ class TargetServer:
     #: the largest group chat room the run needs; 0: no group chat scenario,
     #: the peers then run without their MUC component
     muc = 0
+    #: the run has the PEP scenario: the peers load their PEP modules
+    pep = False
 
     def __init__(self, work: Path, cert: Path, key: Path, raw: Path) -> None:
         self.work = work / self.name
@@ -403,7 +443,7 @@ async def provision_xmppd(db: Any, users: Users, parallel: int = 1) -> None:
                     DOMAIN, user, RosterItem(jid=f"{c}@{DOMAIN}", subscription="both")
                 )
 
-    await asyncio.gather(*(account(n) for n in users.plain[1:] + users.presence))
+    await asyncio.gather(*(account(n) for n in users.accounts()))
     await asyncio.gather(*(roster(u, cs) for u, cs in users.roster_pairs()))
 
 
@@ -423,10 +463,11 @@ component_ports = {{ }}
 http_ports = {{ }}
 https_ports = {{ }}
 admin_socket = "{dir}/prosody.sock"
--- what xmppd implements too; no carbons, MAM, PEP, stream management or CSI
+-- what xmppd implements too; no carbons, MAM, stream management or CSI (PEP
+-- only with the pep scenario)
 modules_enabled = {{
   "roster"; "saslauth"; "tls"; "disco"; "ping"; "posix"; "admin_shell";
-  "blocklist"; "offline"; "lastactivity"; "version"; "time"; "private"; "vcard_legacy";
+  "blocklist"; "offline"; "lastactivity"; "version"; "time"; "private"; "vcard_legacy";{extra}
 }}
 modules_disabled = {{ "s2s" }}
 authentication = "internal_hashed"
@@ -485,7 +526,14 @@ class Prosody(TargetServer):
         for d in ("data", "certs"):
             (self.work / d).mkdir(parents=True, exist_ok=True)
         cfg = PROSODY_CFG.format(
-            dir=self.work, port=self.port, cert=self.cert, key=self.key, domain=DOMAIN
+            dir=self.work,
+            port=self.port,
+            cert=self.cert,
+            key=self.key,
+            domain=DOMAIN,
+            # XEP-0163 on every account: mod_pep (its defaults: one item per
+            # node, access model "presence", the last item on presence)
+            extra=' "pep";' if self.pep else "",
         )
         if self.muc:
             cfg += PROSODY_MUC.format(service=MUC_SERVICE, max=MUC_MAX_OCCUPANTS)
@@ -498,7 +546,7 @@ class Prosody(TargetServer):
         deadline = time.monotonic() + 30
         while not (self.work / "prosody.sock").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        names = users.plain[1:] + users.presence
+        names = users.accounts()
         for k in range(0, len(names), 1000):
             chunk = names[k : k + 1000]
             lua_list = ",".join(f'"{n}"' for n in chunk)
@@ -548,7 +596,8 @@ access_rules:
     allow: local
   c2s:
     allow: all
-# what xmppd implements too; no carbons, MAM, PEP, stream management or CSI
+# what xmppd implements too; no carbons, MAM, stream management or CSI (PEP
+# only with the pep scenario)
 modules:
   mod_admin_extra: {{}}
   mod_blocking: {{}}
@@ -585,6 +634,21 @@ EJABBERD_MUC = """  mod_muc:
     user_presence_shaper: none
     default_room_options:
       max_users: {max}
+"""
+
+#: appended to the modules when the run has the PEP scenario: XEP-0163 on
+#: every account (mod_pubsub's pep plugin; flat for its pubsub.<domain>
+#: service, as in Debian's default configuration) and entity capabilities
+#: (mod_caps, which asks a contact's disco#info once per caps ver and through
+#: which ejabberd finds who asked for a node's notifications); node defaults
+#: otherwise (PEP nodes: access model "presence", the last item sent on
+#: presence)
+EJABBERD_PEP = """  mod_caps: {}
+  mod_pubsub:
+    access_createnode: local
+    plugins:
+      - flat
+      - pep
 """
 
 EJABBERD_PROVISION = r"""
@@ -672,6 +736,8 @@ class Ejabberd(TargetServer):
         yml = EJABBERD_YML.format(domain=DOMAIN, pem=pem, port=self.port)
         if self.muc:
             yml += EJABBERD_MUC.format(service=MUC_SERVICE, max=max(MUC_MAX_OCCUPANTS, self.muc))
+        if self.pep:
+            yml += EJABBERD_PEP
         (cfg / "ejabberd.yml").write_text(yml)
         (cfg / "ejabberdctl.cfg").write_text(
             f'ERLANG_NODE={self.node}\nERL_OPTIONS="-setcookie {self.cookie}"\n'
@@ -697,7 +763,7 @@ class Ejabberd(TargetServer):
             return "[" + ",".join(f'<<"{n}">>' for n in names) + "]"
 
         terms.write_text(
-            f"{{users, {binl(users.plain[1:] + users.presence)}}}.\n"
+            f"{{users, {binl(users.accounts())}}}.\n"
             f'{{scram, {{scram, <<"{b64[0]}">>, <<"{b64[1]}">>, <<"{b64[2]}">>,'
             f" sha, {creds.iterations}}}}}.\n"
             "{roster, ["
@@ -806,7 +872,8 @@ class Cluster(TargetServer):
 
         return (
             f"xmppd {version('xmppd')} (Python {platform.python_version()}), "
-            f"{self.n_edges} edges, {self.n_routers} routers, 1 presence, 1 storage"
+            f"{self.n_edges} edges, {self.n_routers} routers, 1 presence, 1 storage, "
+            "1 muc, 1 pubsub"
         )
 
     def _run(self, coro: Any, timeout: float = 120) -> Any:
@@ -1099,9 +1166,10 @@ def bench_target(
         log(f"{t.name}: {why}")
         out.update(available=False, reason=why)
         return out
-    log(f"{t.name}: starting and creating {len(users.plain) + len(users.presence)} accounts")
+    log(f"{t.name}: starting and creating {len(users.accounts()) + 1} accounts")
     if "muc" in scenarios:
         t.muc = max(n for _r, n in sizes.muc_specs())
+    t.pep = "pep" in scenarios
     t0 = time.monotonic()
     try:
         t.start(users)
@@ -1183,6 +1251,22 @@ def bench_target(
                         senders=sizes.muc_senders,
                         window=sizes.muc_window,
                         duration=sizes.muc_s,
+                        warmup=sizes.warmup_s,
+                        concurrency=sizes.concurrency,
+                    ),
+                    lg,
+                )
+            if "pep" in scenarios:
+                res["pep"] = run_scenario(
+                    "pep",
+                    lambda: loadgen.pep(
+                        lg,
+                        probe,
+                        users.pep_creds(PASSWORD),
+                        sizes.pep_specs(),
+                        setup_mech,
+                        window=sizes.pep_window,
+                        duration=sizes.pep_s,
                         warmup=sizes.warmup_s,
                         concurrency=sizes.concurrency,
                     ),
@@ -1501,6 +1585,7 @@ CLUSTER_PARTS = (
     ("presence", "presence"),
     ("storage", "storage"),
     ("muc", "group chat (muc)"),
+    ("pubsub", "publish-subscribe (pubsub)"),
     ("redis", "Redis (shared with the machine)"),
     ("postgres", "PostgreSQL backends of its database"),
 )
@@ -1662,8 +1747,9 @@ def muc_phase_label(key: str, phase: dict[str, Any] | None = None) -> str:
     return f"{rooms} room{'s' if rooms != '1' else ''} x {size}"
 
 
-def muc_metric(target: dict[str, Any], phase: str, path: str) -> float | None:
-    res = target.get("scenarios", {}).get("muc")
+def phase_metric(target: dict[str, Any], scenario: str, phase: str, path: str) -> float | None:
+    """A figure of one phase of a phased scenario (``muc``, ``pep``)."""
+    res = target.get("scenarios", {}).get(scenario)
     if not res or "error" in res:
         return None
     ph = res.get("phases", {}).get(phase)
@@ -1672,14 +1758,28 @@ def muc_metric(target: dict[str, Any], phase: str, path: str) -> float | None:
     return _path(ph, path)
 
 
-def muc_markdown(run: dict[str, Any]) -> list[str]:
-    """The group chat table (one block of rows per room size) with ratios to
-    each peer, and the cluster's server CPU per delivery by process."""
+def muc_metric(target: dict[str, Any], phase: str, path: str) -> float | None:
+    return phase_metric(target, "muc", phase, path)
+
+
+def phases_markdown(
+    run: dict[str, Any],
+    scenario: str,
+    rows: Sequence[tuple[str, str, str]],
+    title: str,
+    intro: str,
+    label_of: Callable[[str, dict[str, Any]], str],
+    unit: str,
+    short: str,
+) -> list[str]:
+    """The table of a phased scenario (one block of ``rows`` per phase) with
+    ratios to each peer, and the cluster's server CPU per ``unit`` by process."""
     targets = {t["target"]: t for t in run["targets"]}
     cols = [n for n in TARGETS if n in targets]
     phases: dict[str, dict[str, Any]] = {}
     for c in cols:
-        for key, ph in targets[c].get("scenarios", {}).get("muc", {}).get("phases", {}).items():
+        found = targets[c].get("scenarios", {}).get(scenario, {}).get("phases", {})
+        for key, ph in found.items():
             phases.setdefault(key, ph)
     if not phases:
         return []
@@ -1687,45 +1787,45 @@ def muc_markdown(run: dict[str, Any]) -> list[str]:
     ours = [
         (n, short) for n, short in OURS if n == "embedded" or targets.get(n, {}).get("available")
     ]
-    head = ["group chat (XEP-0045)", "better", *[targets[c]["label"] for c in cols]]
+    head = [title, "better", *[targets[c]["label"] for c in cols]]
     head += [f"{short} / {targets[p]['label']}" for _n, short in ours for p in peers]
     lines = [
         "",
-        "**Group chat (XEP-0045)**: rooms x occupants, one connection per occupant; "
-        "a delivery is one occupant receiving one message (the sender's echo included)",
+        f"**{title}**: {intro}",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     for key, ph in phases.items():
-        for path, label, better in MUC_ROWS:
-            row = [f"{muc_phase_label(key, ph)}: {label}", better if better != "info" else ""]
+        for path, label, better in rows:
+            row = [f"{label_of(key, ph)}: {label}", better if better != "info" else ""]
             for c in cols:
                 t = targets[c]
-                row.append(fmt(muc_metric(t, key, path)) if t.get("available") else "not measured")
+                shown = fmt(phase_metric(t, scenario, key, path))
+                row.append(shown if t.get("available") else "not measured")
             for n, _short in ours:
                 for p in peers:
                     row.append(
                         ratio(
-                            muc_metric(targets.get(n, {}), key, path),
-                            muc_metric(targets[p], key, path),
+                            phase_metric(targets.get(n, {}), scenario, key, path),
+                            phase_metric(targets[p], scenario, key, path),
                             better,
                         )
                     )
             lines.append("| " + " | ".join(row) + " |")
     cluster = targets.get("cluster", {})
-    cph = cluster.get("scenarios", {}).get("muc", {}).get("phases", {})
+    cph = cluster.get("scenarios", {}).get(scenario, {}).get("phases", {})
     parts = {k: v for k, v in cph.items() if v.get("server_cpu_parts_s")}
     if cluster.get("available") and parts:
         lines += [
             "",
-            f"**{cluster['label']}, group chat: server CPU per delivery by process (us)** "
-            "and the busiest process of each kind (cores)",
+            f"**{cluster['label']}, {short}: server CPU per {unit} by "
+            "process (us)** and the busiest process of each kind (cores)",
             "",
             "| process | "
             + " | ".join(
-                f"{lbl}: us per delivery | {lbl}: busiest (cores)"
-                for lbl in (muc_phase_label(k, v) for k, v in parts.items())
+                f"{lbl}: us per {unit} | {lbl}: busiest (cores)"
+                for lbl in (label_of(k, v) for k, v in parts.items())
             )
             + " |",
             "|" + "---|" * (2 * len(parts) + 1),
@@ -1739,6 +1839,67 @@ def muc_markdown(run: dict[str, Any]) -> list[str]:
                 row += [fmt(sum(vals.values()) * per) if vals else "-", fmt(cores)]
             lines.append(f"| {label} | " + " | ".join(row) + " |")
     return lines
+
+
+def muc_markdown(run: dict[str, Any]) -> list[str]:
+    """The group chat table (one block of rows per room size) with ratios to
+    each peer, and the cluster's server CPU per delivery by process."""
+    return phases_markdown(
+        run,
+        "muc",
+        MUC_ROWS,
+        "Group chat (XEP-0045)",
+        "rooms x occupants, one connection per occupant; "
+        "a delivery is one occupant receiving one message (the sender's echo included)",
+        muc_phase_label,
+        "delivery",
+        "group chat",
+    )
+
+
+#: rows of the PEP table, per phase: (key path in the phase, label, better)
+PEP_ROWS: list[tuple[str, str, str]] = [
+    ("notifications_per_s", "notifications/s", "higher"),
+    ("latency_ms.p50", "notification latency p50 (ms)", "lower"),
+    ("latency_ms.p99", "notification latency p99 (ms)", "lower"),
+    ("server_cpu_us_per_notification", "server CPU per notification (us)", "lower"),
+    ("lost", "lost notifications (must be 0)", "lower"),
+    ("errors", "error stanzas (must be 0)", "lower"),
+    ("duplicates", "duplicate notifications (a contact's second copy)", "lower"),
+    ("to_publisher", "notifications to the publisher's own session (no caps)", "info"),
+    ("publishes_per_s", "publishes/s", "info"),
+    ("server_cores", "server CPU used (cores)", "info"),
+    ("loadgen_cores", "load generator CPU (cores)", "info"),
+    ("machine_busy_cores", "whole machine busy (cores)", "info"),
+    ("prime.wall_s", "until every contact was notified (s)", "info"),
+    ("prime.caps_queries", "caps queries (disco#info) the server sent", "info"),
+]
+
+
+def pep_phase_label(key: str, phase: dict[str, Any] | None = None) -> str:
+    """``"5x100"`` -> ``"5 publishers x 100 contacts"``."""
+    pubs, _, size = key.partition("x")
+    if phase:
+        pubs = str(phase.get("publishers", pubs))
+        size = str(phase.get("contacts_per_publisher", size))
+    return f"{pubs} publisher{'s' if pubs != '1' else ''} x {size} contacts"
+
+
+def pep_markdown(run: dict[str, Any]) -> list[str]:
+    """The PEP table (one block of rows per phase) with ratios to each peer,
+    and the cluster's server CPU per notification by process."""
+    return phases_markdown(
+        run,
+        "pep",
+        PEP_ROWS,
+        "PEP (XEP-0163)",
+        "publishers x contacts, one connection each, every contact in a mutual "
+        "subscription with its publisher and asking for the node's notifications "
+        "(entity capabilities); a notification is one contact receiving one published item",
+        pep_phase_label,
+        "notification",
+        "PEP",
+    )
 
 
 def results_markdown(run: dict[str, Any]) -> str:
@@ -1766,6 +1927,7 @@ def results_markdown(run: dict[str, Any]) -> str:
         lines += cluster_breakdown(cluster)
         lines += edge_scaling_table(cluster)
     lines += muc_markdown(run)
+    lines += pep_markdown(run)
     s = run["sizes"]
     load = ", ".join(f"{x:.2f}" for x in run["machine"]["loadavg_at_start"])
     notes = [
@@ -1787,6 +1949,14 @@ def results_markdown(run: dict[str, Any]) -> str:
             f"{s['muc_senders']} occupants per room posting with {s['muc_window']} messages "
             f"each in flight, {s['muc_s']:g} s measured per phase."
             if "muc" in run.get("scenarios", ()) and "muc_rooms" in s
+            else ""
+        )
+        + (
+            f" PEP: {s['pep_sizes']} (publishers x contacts, one phase each"
+            + (f", {s['pep_contacts']} contacts each" if s.get("pep_contacts") else "")
+            + f"), {s['pep_window']} publishes in flight per publisher, "
+            f"{s['pep_s']:g} s measured per phase."
+            if "pep" in run.get("scenarios", ()) and "pep_sizes" in s
             else ""
         ),
         "Ratios are ours (xmppd embedded, xmppd cluster) divided by the peer; 'better' "
@@ -2007,6 +2177,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--muc-s", type=float, help=f"group chat: closed-loop seconds measured ({d.muc_s:g})"
     )
+    ap.add_argument(
+        "--pep-sizes",
+        help=f"PEP phases, PUBLISHERSxCONTACTS comma separated ({d.pep_sizes})",
+    )
+    ap.add_argument(
+        "--pep-contacts",
+        type=int,
+        help="PEP: contacts of each publisher in every phase (default: as in --pep-sizes)",
+    )
+    ap.add_argument(
+        "--pep-window", type=int, help=f"PEP: publishes in flight per publisher ({d.pep_window})"
+    )
+    ap.add_argument("--pep-s", type=float, help=f"PEP: closed-loop seconds measured ({d.pep_s:g})")
     ap.add_argument("--profile-s", type=float, help=f"py-spy seconds per output ({d.profile_s:g})")
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of xmppd")
     ap.add_argument("--no-docs", action="store_true", help="do not touch docs/ (results JSON only)")
@@ -2041,9 +2224,16 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"--muc-rooms: {exc}", file=sys.stderr)
         return 2
+    try:
+        sizes.pep_specs()
+    except ValueError as exc:
+        print(f"--pep-sizes: {exc}", file=sys.stderr)
+        return 2
     nofile = loadgen.raise_nofile()
     need = max(sizes.logins, sizes.msg_clients, sizes.idle, sizes.presence_users)
     need = max(need, sizes.muc_clients())
+    if "pep" in scenarios:
+        need = max(need, sizes.pep_clients())
     need = max(need, sizes.scale_conns) + 500
     if nofile < need:
         log(f"warning: open-files limit {nofile} < {need}; large scenarios may fail")
@@ -2059,7 +2249,7 @@ def main(argv: list[str] | None = None) -> int:
     cert, key = work / "cert.pem", work / "key.pem"
     ensure_self_signed(cert, key, [DOMAIN])  # one certificate (EC P-256) for every server
     key.chmod(0o644)
-    users = Users.make(sizes)
+    users = Users.make(sizes, pep="pep" in scenarios)
     run_info: dict[str, Any] = {
         "stamp": stamp,
         "date": dt.datetime.now().isoformat(timespec="seconds"),

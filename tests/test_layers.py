@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("core",),  # shared types and contracts
     ("storage", "security"),
     ("features",),
-    ("router", "presence", "muc"),
+    ("router", "presence", "muc", "pubsub"),
     ("edge",),
     ("cluster",),
     ("admin",),

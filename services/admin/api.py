@@ -16,7 +16,8 @@ CLI and the control socket use too; this module only maps HTTP onto it:
   ``forbidden``, ``bad-json`` (400, the body is not JSON),
   ``invalid-request`` (422, the request does not match the schema; ``details``
   lists where), ``not-found`` (404, also for an unknown path or a path JID
-  that is malformed or not on a served domain), ``method-not-allowed`` (405,
+  that is malformed or not on a served domain; but a malformed pubsub service
+  in ``/pubsub/{service}`` is ``bad-jid``, 422), ``method-not-allowed`` (405,
   with ``Allow``), ``body-too-large`` (413), ``internal`` (500). Each code
   always comes with the same status.
 * Lists take ``limit`` (1-1000, default 100) and ``offset`` and answer with
@@ -37,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute, Match
@@ -395,6 +397,34 @@ class AffiliationChange(Strict):
     reason: str | None = Field(default=None, max_length=1000)
 
 
+class PubsubNode(BaseModel):
+    service: str = Field(description="the pubsub domain, or the account's bare JID (PEP)")
+    node: str
+    title: str
+    node_type: Literal["leaf", "collection"]
+    access_model: str = Field(description="open, presence, roster, authorize or whitelist")
+    items: int = Field(description="items kept")
+    subscriptions: int
+    owners: list[str] = Field(description="bare JIDs")
+
+
+class PubsubNodeList(Page):
+    service: str
+    nodes: list[PubsubNode]
+
+
+class NodeDeleted(BaseModel):
+    service: str
+    node: str
+    deleted: bool
+
+
+class NodePurged(BaseModel):
+    service: str
+    node: str
+    purged: bool
+
+
 class AuthBlock(BaseModel):
     key: str = Field(description="what DELETE /auth-blocks/{key} takes")
     kind: Literal["ip", "account"] = Field(
@@ -449,8 +479,9 @@ _DESCRIPTIONS = {
     400: "bad-json: the body is not JSON (or not UTF-8)",
     401: "unauthorized: no bearer token, or an unknown one",
     403: "forbidden: the token lacks this operation's scope",
-    404: "not-found: no such account, item or job (or a path JID not served here)",
+    404: "not-found: no such account, item, job, room or node (or a path JID not served here)",
     409: "exists: the account exists already",
+    405: "method-not-allowed: the path is another operation's (see Allow)",
     413: "body-too-large: the request body is larger than 1 MiB",
     422: "invalid-request (the request does not match the schema) or a command's code:"
     " bad-jid, unknown-host, bad-password, bad-text, bad-xml, not-vcard, too-large,"
@@ -637,6 +668,35 @@ UserJid = Annotated[
     ),
 ]
 JobId = Annotated[str, Path(max_length=64, description="the job's id")]
+PubsubService = Annotated[
+    str,
+    Path(
+        description="a pubsub domain (pubsub.domain) or an account's bare JID (its PEP nodes)",
+        openapi_examples={
+            "domain": {"value": "pubsub.localhost"},
+            "pep": {"value": "alice@localhost"},
+        },
+    ),
+]
+NodeName = Annotated[
+    str,
+    Path(
+        min_length=1,
+        description="the node's name, percent-encoded or not (PEP nodes hold slashes)",
+        openapi_examples={"news": {"value": "news"}},
+    ),
+]
+
+
+class _NodeConvertor(PathConvertor):
+    """A pubsub node's name in a path: the rest of the path, slashes and all
+    (PEP node names are URIs), but never one ending in ``/purge``: that path
+    is ``POST .../nodes/{node}/purge``, whose ``Allow`` stays ``POST``."""
+
+    regex = r"(?!.*/purge$).*"
+
+
+register_url_convertor("pubsub_node", _NodeConvertor())
 
 
 # ---------------------------------------------------------------- the app
@@ -660,7 +720,8 @@ def create_app(
         version="1",
         description=(
             "Manage an xmppd server: accounts, sessions, rosters, vCards, messages,"
-            " broadcasts, statistics and virtual hosts.\n\nEvery operation needs"
+            " broadcasts, group chat rooms, publish-subscribe nodes, statistics and"
+            " virtual hosts.\n\nEvery operation needs"
             " `Authorization: Bearer TOKEN`; tokens carry scopes (`admin` implies the"
             f" others):\n\n{scope_list}\n\nErrors are always"
             ' `{"error": {"code": "...", "message": "..."}}` with a stable code.'
@@ -1127,6 +1188,57 @@ def create_app(
         return await cmd.set_room_affiliation(
             c, room_in_path(c, jid), who, body.affiliation, body.reason
         )
+
+    # ---- publish-subscribe nodes ---------------------------------------------------------
+
+    def service_in_path(c: AdminContext, service: str) -> str:
+        """A path's pubsub service: malformed is 422 (bad-jid), not one here 404."""
+        try:
+            return str(cmd.parse_service(c, service))
+        except CommandError as exc:
+            if exc.code == "bad-jid":
+                raise
+            raise CommandError("not-found", exc.message) from None
+
+    @op(
+        "GET",
+        "/pubsub/{service}/nodes",
+        "read",
+        errors=(404, 422, 503),
+        response_model=PubsubNodeList,
+        tags=["pubsub"],
+    )
+    async def list_nodes(
+        c: Ctx, service: PubsubService, limit: Limit = 100, offset: Offset = 0
+    ) -> Any:
+        """The nodes of a pubsub domain or of an account's PEP service, by name."""
+        return await cmd.list_nodes(c, service_in_path(c, service), limit=limit, offset=offset)
+
+    @op(
+        "DELETE",
+        "/pubsub/{service}/nodes/{node:pubsub_node}",
+        "write",
+        errors=(404, 405, 422, 503),
+        response_model=NodeDeleted,
+        tags=["pubsub"],
+    )
+    async def delete_node(c: Ctx, service: PubsubService, node: NodeName) -> Any:
+        """Delete a node and its items; its subscribers are told (XEP-0060 8.4).
+        A name ending in /purge is the purge operation's path (405): delete such
+        a node with xmppctl node-delete."""
+        return await cmd.delete_node(c, service_in_path(c, service), node)
+
+    @op(
+        "POST",
+        "/pubsub/{service}/nodes/{node:path}/purge",
+        "write",
+        errors=(404, 422, 503),
+        response_model=NodePurged,
+        tags=["pubsub"],
+    )
+    async def purge_node(c: Ctx, service: PubsubService, node: NodeName) -> Any:
+        """Remove every item of a node; its subscribers are told (XEP-0060 8.5)."""
+        return await cmd.purge_node(c, service_in_path(c, service), node)
 
     # ---- password-guessing blocks ------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from ..core.muc import AFFILIATIONS, Muc, RoomSummary
+from ..core.pubsub import NodeSummary, Pubsub
 from ..core.routing import Edges, Session, SessionRegistry
 from ..core.storage import RosterItem, Storage
 from ..features.vcard import MAX_VCARD_BYTES
@@ -52,11 +53,11 @@ ERROR_CODES: dict[str, str] = {
     "not-vcard": "the XML is not a <vCard xmlns='vcard-temp'/> element",
     "too-large": "larger than the server accepts",
     "exists": "the account exists already",
-    "not-found": "no such account, roster item or job",
+    "not-found": "no such account, roster item, job, room or pubsub node",
     "undeliverable": "the stanza could not be routed",
     "busy": "too many background jobs are running",
     "not-running": "the server is not running (needs live sessions or its login counts)",
-    "bad-request": "a malformed command (control socket)",
+    "bad-request": "a malformed command (control socket), or one the service refuses",
 }
 
 #: most sessions one broadcast job delivers to at once
@@ -99,6 +100,9 @@ class AdminContext:
     #: the group chat service (in-process or the muc role) and its domains
     muc: Muc | None = None
     muc_domains: list[str] = field(default_factory=list)
+    #: the publish-subscribe service (in-process or the pubsub role) and its domains
+    pubsub: Pubsub | None = None
+    pubsub_domains: list[str] = field(default_factory=list)
     jobs: JobManager = field(default_factory=JobManager)
     clock: Callable[[], float] = time.monotonic
     _samples: collections.deque[tuple[float, int]] = field(
@@ -148,9 +152,12 @@ def parse_user(ctx: AdminContext, jid: str) -> JID:
 
 def parse_jid(jid: str, what: str = "JID") -> JID:
     try:
-        return JID.parse(jid)
+        j = JID.parse(jid)
     except StanzaError as exc:
         raise CommandError("bad-jid", f"invalid {what} {jid!r}: {exc.text}") from None
+    if not _xml_chars(jid):  # JID.parse lets a domain through with control characters
+        raise CommandError("bad-jid", f"invalid {what} {jid!r}: a character XML cannot carry")
+    return j
 
 
 def _local(j: JID) -> str:
@@ -167,12 +174,19 @@ def credentials(password: str) -> list[Any]:
         raise CommandError("bad-password", "not a valid password (PRECIS OpaqueString)") from None
 
 
-def _text(value: str, what: str) -> str:
-    """Text an XML element can carry (XML 1.0 Char production)."""
+def _xml_chars(value: str) -> bool:
+    """Whether XML can carry every character of ``value`` (XML 1.0 Char production)."""
     for ch in value:
         c = ord(ch)
         if (c < 0x20 and ch not in "\t\n\r") or 0xD800 <= c <= 0xDFFF or c in (0xFFFE, 0xFFFF):
-            raise CommandError("bad-text", f"{what} holds a character XML cannot carry")
+            return False
+    return True
+
+
+def _text(value: str, what: str) -> str:
+    """Text an XML element can carry."""
+    if not _xml_chars(value):
+        raise CommandError("bad-text", f"{what} holds a character XML cannot carry")
     return value
 
 
@@ -855,7 +869,97 @@ async def set_room_affiliation(
     return await get_room(ctx, str(room))
 
 
+# ---- publish-subscribe nodes (XEP-0060, PEP XEP-0163) -------------------------------
+
+
+def _pubsub(ctx: AdminContext) -> Pubsub:
+    if ctx.pubsub is None:
+        raise CommandError("not-running", "the publish-subscribe service is not running")
+    return ctx.pubsub
+
+
+def parse_service(ctx: AdminContext, service: str) -> JID:
+    """A pubsub service here: one of the pubsub domains, or an account's bare
+    JID (its PEP service; whether the account exists is checked apart)."""
+    j = parse_jid(service, "pubsub service")
+    if j.resource is not None:
+        raise CommandError("bad-jid", "expected pubsub.domain or user@domain")
+    if j.local is None:
+        if j.domain not in ctx.pubsub_domains:
+            raise CommandError("unknown-host", f"{j.domain} is not a pubsub service here")
+    elif j.domain not in ctx.hosts:
+        raise CommandError("unknown-host", f"{j.domain} is not served here")
+    return j
+
+
+async def _service(ctx: AdminContext, service: str) -> tuple[Pubsub, JID]:
+    """The pubsub service and the JID of one that exists (a PEP service's account)."""
+    ps = _pubsub(ctx)  # first: without a server there are no pubsub domains to know
+    j = parse_service(ctx, service)
+    if j.local is not None:
+        await _require_account(ctx, j)
+    return ps, j
+
+
+def _node_name(node: str) -> str:
+    if not node:
+        raise CommandError("bad-text", "the node name is empty")
+    return _text(node, "the node name")
+
+
+def _node_row(n: NodeSummary) -> dict[str, Any]:
+    return {
+        "service": str(n.service),
+        "node": n.node,
+        "title": n.title,
+        "node_type": n.node_type,
+        "access_model": n.access_model,
+        "items": n.items,
+        "subscriptions": n.subscriptions,
+        "owners": list(n.owners),
+    }
+
+
+async def list_nodes(
+    ctx: AdminContext, service: str, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
+    """The nodes of a pubsub domain or of an account's PEP service, by name."""
+    ps, j = await _service(ctx, service)
+    rows = sorted((_node_row(n) for n in await ps.nodes(j)), key=lambda r: str(r["node"]))
+    return {"service": str(j), "nodes": _page(rows, limit, offset), "total": len(rows),
+            "limit": limit, "offset": max(0, offset)}  # fmt: skip
+
+
+async def delete_node(ctx: AdminContext, service: str, node: str) -> dict[str, Any]:
+    """Delete a node as its owner would: its subscribers are told (XEP-0060 8.4)."""
+    ps, j = await _service(ctx, service)
+    name = _node_name(node)
+    try:
+        done = await ps.delete_node(j, name)
+    except StanzaError as exc:
+        raise CommandError("bad-request", exc.text or exc.condition.value) from None
+    if not done:
+        raise CommandError("not-found", f"no node {name!r} on {j}")
+    return {"service": str(j), "node": name, "deleted": True}
+
+
+async def purge_node(ctx: AdminContext, service: str, node: str) -> dict[str, Any]:
+    """Remove every item of a node; subscribers are told (XEP-0060 8.5)."""
+    ps, j = await _service(ctx, service)
+    name = _node_name(node)
+    try:
+        done = await ps.purge_node(j, name)
+    except StanzaError as exc:  # a collection, or a node that keeps no items
+        raise CommandError("bad-request", exc.text or exc.condition.value) from None
+    if not done:
+        raise CommandError("not-found", f"no node {name!r} on {j}")
+    return {"service": str(j), "node": name, "purged": True}
+
+
 COMMANDS = {
+    "list_nodes": list_nodes,
+    "delete_node": delete_node,
+    "purge_node": purge_node,
     "list_rooms": list_rooms,
     "get_room": get_room,
     "create_room": create_room,

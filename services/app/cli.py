@@ -50,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("jid", help="room@conference.domain")
     p.add_argument("user", help="a bare JID")
     p.add_argument("affiliation", choices=["owner", "admin", "member", "outcast", "none"])
+    p = sub.add_parser("nodes", help="list a pubsub service's nodes (server must run)")
+    p.add_argument("service", help="pubsub.domain, or user@domain for the account's PEP nodes")
+    p = sub.add_parser("node-delete", help="delete a pubsub node (server must run)")
+    p.add_argument("service", help="pubsub.domain or user@domain")
+    p.add_argument("node")
+    p = sub.add_parser("node-purge", help="remove every item of a pubsub node (server must run)")
+    p.add_argument("service", help="pubsub.domain or user@domain")
+    p.add_argument("node")
     sub.add_parser("migrate", help="apply database migrations")
     sub.add_parser("config-doc", help="print the settings table (Markdown)")
     sub.add_parser("features", help="print the implemented XEPs (Markdown)")
@@ -145,6 +153,12 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
                 "set_room_affiliation",
                 {"jid": args.jid, "user": args.user, "affiliation": args.affiliation},
             )
+        elif args.cmd == "nodes":
+            call = ("list_nodes", {"service": args.service})
+        elif args.cmd == "node-delete":
+            call = ("delete_node", {"service": args.service, "node": args.node})
+        elif args.cmd == "node-purge":
+            call = ("purge_node", {"service": args.service, "node": args.node})
         else:
             call = ("kick_user", {"jid": args.jid})
     except commands.CommandError as exc:
@@ -168,6 +182,15 @@ def _command(args: argparse.Namespace, settings: Settings) -> int:
         for r in result["rooms"]:
             kind = "persistent" if r["persistent"] else "temporary"
             print(f"{r['jid']}\t{r['name']}\t{kind}\toccupants={r['occupants']}")
+    elif "nodes" in result:
+        for n in result["nodes"]:
+            print(
+                f"{n['node']}\t{n['title']}\t{n['node_type']}\titems={n['items']}"
+                f"\tsubscriptions={n['subscriptions']}"
+            )
+    elif "deleted" in result or "purged" in result:
+        verb = "deleted" if "deleted" in result else "purged"
+        print(f"{verb}: {result['node']} on {result['service']}")
     elif "kicked" in result:
         print(f"kicked {result['kicked']} session(s)")
     else:

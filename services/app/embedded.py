@@ -21,6 +21,7 @@ from ..admin import control
 from ..admin.commands import AdminContext
 from ..app.startup import load_tls, open_configured_database
 from ..core.feature import FeatureSet
+from ..core.pubsub import CONTRACT as PUBSUB_CONTRACT
 from ..core.routing import LocalEdges
 from ..edge.server import EdgeServer
 from ..features.catalog import load_configured
@@ -31,6 +32,7 @@ from ..platform.metrics import KINDS, Metrics, ServerStats
 from ..platform.migrate import migrate
 from ..platform.ops_http import OpsHTTPServer
 from ..presence.service import PresenceService
+from ..pubsub.service import PubsubDomain, PubsubHost, pubsub_domains, pubsub_limits
 from ..router.domains import LocalComponents
 from ..router.registry import LocalRegistry
 from ..router.service import RouterService
@@ -110,6 +112,11 @@ class EmbeddedServer:
         muc = muc_services(s, metrics)
         for domain, service in muc.items():
             self.router.domains.register(domain, "Chatrooms", service)
+        # publish-subscribe domains and every account's PEP service (XEP-0060/0163)
+        pubsub = PubsubHost(self.router, pubsub_domains(s), pubsub_limits(s), metrics=metrics)
+        self.router.contracts[PUBSUB_CONTRACT] = pubsub
+        for domain in pubsub.domains:
+            self.router.domains.register(domain, "Publish-Subscribe", PubsubDomain(pubsub))
         node = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.edge = edge = EdgeServer(
             s,
@@ -137,6 +144,8 @@ class EmbeddedServer:
             throttle=edge.throttle,
             muc=MucHost(self.router, muc),
             muc_domains=list(muc),
+            pubsub=pubsub,
+            pubsub_domains=pubsub_domains(s),
             stanza_count=lambda: int(
                 sum(
                     metrics.registry.get_sample_value("xmppd_stanzas_in_total", {"kind": k}) or 0

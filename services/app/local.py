@@ -118,6 +118,7 @@ class LocalCluster:
         storages: int = 1,
         presences: int = 1,
         mucs: int = 1,
+        pubsubs: int = 1,
         admin: bool = False,
         admin_tokens: str = "",
         fixed_ports: bool = False,
@@ -137,6 +138,7 @@ class LocalCluster:
         self.storage_addrs = [f"127.0.0.1:{port(50054 + 10 * i)}" for i in range(storages)]
         self.presence_addrs = [f"127.0.0.1:{port(50053 + 10 * i)}" for i in range(presences)]
         self.muc_addrs = [f"127.0.0.1:{port(50055 + 10 * i)}" for i in range(mucs)]
+        self.pubsub_addrs = [f"127.0.0.1:{port(50056 + 10 * i)}" for i in range(pubsubs)]
         self.router_addrs = [f"127.0.0.1:{port(50052 + 10 * i)}" for i in range(routers)]
         base = {
             **os.environ,
@@ -147,6 +149,7 @@ class LocalCluster:
             "XMPPD_STORAGE_ADDRS": ",".join(self.storage_addrs),
             "XMPPD_PRESENCE_ADDRS": ",".join(self.presence_addrs),
             "XMPPD_MUC_ADDRS": ",".join(self.muc_addrs),
+            "XMPPD_PUBSUB_ADDRS": ",".join(self.pubsub_addrs),
             "XMPPD_ROUTER_ADDRS": ",".join(self.router_addrs),
             "XMPPD_C2S_HOST": "127.0.0.1",
             "PYTHONUNBUFFERED": "1",
@@ -157,6 +160,7 @@ class LocalCluster:
             ("storage", self.storage_addrs),
             ("presence", self.presence_addrs),
             ("muc", self.muc_addrs),
+            ("pubsub", self.pubsub_addrs),
         ):
             for i, addr in enumerate(addrs):
                 name = role if len(addrs) == 1 else f"{role}{i + 1}"
@@ -279,7 +283,7 @@ class LocalCluster:
         # one certificate for every edge, made before they start
         tls.ensure_self_signed(self.data_dir / "cert.pem", self.data_dir / "key.pem", ["localhost"])
         await self.clear_redis()
-        for group in (("storage",), ("presence", "router", "muc"), ("edge", "admin")):
+        for group in (("storage",), ("presence", "router", "muc", "pubsub"), ("edge", "admin")):
             batch = [p for p in self.procs if p.role in group]
             for p in batch:
                 await p.start(self.echo)
@@ -288,7 +292,7 @@ class LocalCluster:
 
     async def stop(self) -> None:
         # edges first, so they can drain through the routers
-        for group in (("edge", "admin"), ("router", "presence", "muc"), ("storage",)):
+        for group in (("edge", "admin"), ("router", "presence", "muc", "pubsub"), ("storage",)):
             await asyncio.gather(*(p.stop() for p in self.procs if p.role in group))
 
 

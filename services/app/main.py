@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode",
         nargs="?",
         default="embedded",
-        choices=["embedded", "edge", "router", "presence", "muc", "storage", "admin"],
+        choices=["embedded", "edge", "router", "presence", "muc", "pubsub", "storage", "admin"],
         help="embedded (default): every service in one process; otherwise one cluster role",
     )
     ap.add_argument("--config", help="TOML settings file (or XMPPD_CONFIG)")

@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -184,6 +184,18 @@ async def _router_core(
             rooms = MucDomain(MucClient(settings.muc_addrs, channels, directory=live))
             for domain in domains:
                 router.domains.register(domain, "Chatrooms", rooms)
+    if role != "pubsub":
+        # pubsub domains and PEP go to the pubsub role
+        from ..cluster.pubsub_rpc import PubsubClient
+        from ..cluster.redis_muc import MucDirectory
+        from ..core.pubsub import CONTRACT as PUBSUB_CONTRACT
+        from ..pubsub.service import PubsubDomain, pubsub_domains
+
+        nodes = MucDirectory(redis, settings.redis_prefix, ttl=settings.node_ttl, kind="pubsub")
+        pubsub = PubsubClient(settings.pubsub_addrs, channels, directory=nodes)
+        router.contracts[PUBSUB_CONTRACT] = pubsub
+        for domain in pubsub_domains(settings):
+            router.domains.register(domain, "Publish-Subscribe", PubsubDomain(pubsub))
     bus = EventBus(redis, registry.p, node_name(settings, role))
 
     def publish_change(jid: JID) -> None:
@@ -203,6 +215,17 @@ async def _router_core(
     await bus.start()
     await directory.refresh()
     return router, registry, directory, channels, bus
+
+
+async def _heartbeat(settings: Settings, beat: Callable[[], Awaitable[None]], what: str) -> None:
+    """``beat`` three times per ``node_ttl``: the process is alive as long
+    as it beats (a failed beat is logged; the next one may succeed)."""
+    while True:
+        await asyncio.sleep(settings.node_ttl / 3)
+        try:
+            await beat()
+        except Exception:
+            log.exception("%s heartbeat failed", what)
 
 
 async def _refresh_loop(directory: EdgeDirectory) -> None:
@@ -259,17 +282,12 @@ async def run_muc(settings: Settings) -> None:
     advertise = settings.grpc_advertise or bound
     await live.alive(node, advertise)
 
-    async def heartbeat() -> None:
-        while True:
-            await asyncio.sleep(settings.node_ttl / 3)
-            try:
-                await live.alive(node, advertise)
-                await host.renew()
-            except Exception:
-                log.exception("muc heartbeat failed")
+    async def beat() -> None:
+        await live.alive(node, advertise)
+        await host.renew()
 
     loop = asyncio.get_running_loop()
-    hb = loop.create_task(heartbeat())
+    hb = loop.create_task(_heartbeat(settings, beat, "muc"))
     refresher = loop.create_task(_refresh_loop(directory))
     ops = await _ops(settings, metrics, {"redis": registry.ping})
     announce(f"muc {node} ready")
@@ -283,6 +301,57 @@ async def run_muc(settings: Settings) -> None:
     await live.gone(node)
     await server.stop(5)
     await host.shutdown()
+    await bus.stop()
+    await _stop_ops(ops)
+
+
+async def run_pubsub(settings: Settings) -> None:
+    """The publish-subscribe role: pubsub domains and every account's PEP
+    service. Nothing stays in memory between requests (storage has it), so
+    replicas are interchangeable; a lease in Redis per node (per account
+    for PEP) makes one replica at a time handle a node's requests, in
+    order (services/cluster/leases.py)."""
+    from ..cluster.leases import Leases
+    from ..cluster.pubsub_rpc import PubsubClient, PubsubServicer
+    from ..cluster.redis_muc import MucDirectory
+    from ..cluster.redis_pubsub import RedisCaps
+    from ..core.pubsub import CONTRACT as PUBSUB_CONTRACT
+    from ..core.pubsub import Pubsub
+    from ..pubsub.service import PubsubDomain, PubsubHost, pubsub_domains, pubsub_limits
+
+    metrics = _metrics()
+    router, registry, directory, channels, bus = await _router_core(settings, "pubsub", metrics)
+    node = node_name(settings, "pubsub")
+    live = MucDirectory(registry.redis, settings.redis_prefix, ttl=settings.node_ttl, kind="pubsub")
+    domains = pubsub_domains(settings)
+    leases: Leases[Pubsub] = Leases(live, node, channels, PubsubClient)
+    host = PubsubHost(
+        router,
+        domains,
+        pubsub_limits(settings),
+        caps_store=RedisCaps(registry.redis, settings.redis_prefix),
+        ownership=leases,
+        metrics=metrics,
+    )
+    router.contracts[PUBSUB_CONTRACT] = host
+    for domain in domains:
+        router.domains.register(domain, "Publish-Subscribe", PubsubDomain(host))
+    server, bound = await _grpc_server(
+        settings, lambda s: pb2_grpc.add_PubsubServicer_to_server(PubsubServicer(host), s)
+    )
+    advertise = settings.grpc_advertise or bound
+    await live.alive(node, advertise)
+
+    loop = asyncio.get_running_loop()
+    hb = loop.create_task(_heartbeat(settings, lambda: live.alive(node, advertise), "pubsub"))
+    refresher = loop.create_task(_refresh_loop(directory))
+    ops = await _ops(settings, metrics, {"redis": registry.ping})
+    announce(f"pubsub {node} ready")
+    await _until_signal()
+    hb.cancel()
+    refresher.cancel()
+    await live.gone(node)
+    await server.stop(5)
     await bus.stop()
     await _stop_ops(ops)
 
@@ -409,15 +478,11 @@ async def run_edge(settings: Settings) -> None:
     await remote.start()
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
 
-    async def heartbeat() -> None:
-        while True:
-            await asyncio.sleep(settings.node_ttl / 3)
-            try:
-                await registry.edge_alive(node, advertise, settings.node_ttl)
-            except Exception:
-                log.exception("heartbeat failed")
-
-    hb = asyncio.get_running_loop().create_task(heartbeat())
+    hb = asyncio.get_running_loop().create_task(
+        _heartbeat(
+            settings, lambda: registry.edge_alive(node, advertise, settings.node_ttl), "edge"
+        )
+    )
     for host, port in await edge.start():
         announce(f"listening on {host}:{port}")
     if edge.component_address is not None:
@@ -455,7 +520,9 @@ async def run_admin(settings: Settings) -> None:
 
     metrics = _metrics()
     from ..cluster.muc_rpc import MucClient
+    from ..core.pubsub import pubsub_of
     from ..muc.service import muc_domains
+    from ..pubsub.service import pubsub_domains
 
     router, registry, directory, channels, bus = await _router_core(settings, "admin", metrics)
     refresher = asyncio.get_running_loop().create_task(_refresh_loop(directory))
@@ -469,6 +536,9 @@ async def run_admin(settings: Settings) -> None:
         throttle=throttle,
         muc=MucClient(settings.muc_addrs, channels),
         muc_domains=muc_domains(settings),
+        # the router's own PubsubClient (_router_core), on the pubsub replicas by node
+        pubsub=pubsub_of(router),
+        pubsub_domains=pubsub_domains(settings),
     )
     api = ApiServer(create_app(lambda: ctx, load_tokens(settings)))
     port = await api.start(
@@ -491,5 +561,6 @@ ROLES: dict[str, Callable[[Settings], Coroutine[Any, Any, None]]] = {
     "router": run_router,
     "presence": run_presence,
     "muc": run_muc,
+    "pubsub": run_pubsub,
     "storage": run_storage,
 }

@@ -13,8 +13,16 @@ import json
 from typing import Any
 
 from ..core.muc import RoomSummary
+from ..core.pubsub import NodeSummary
 from ..core.routing import Envelope, Session
-from ..core.storage import Account, LastActivity, OfflineMessage, RosterItem, ScramCredentials
+from ..core.storage import (
+    Account,
+    LastActivity,
+    OfflineMessage,
+    PubsubItem,
+    RosterItem,
+    ScramCredentials,
+)
 from ..xmpp.jid import JID
 
 _TYPES: dict[str, type[Any]] = {
@@ -25,9 +33,11 @@ _TYPES: dict[str, type[Any]] = {
         Account,
         LastActivity,
         OfflineMessage,
+        PubsubItem,
         RosterItem,
         ScramCredentials,
         RoomSummary,
+        NodeSummary,
     )
 }
 

@@ -5,14 +5,11 @@ MucHost."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from ..core.muc import Muc, RoomSummary
 from ..core.routing import Envelope
 from ..xmpp.jid import JID
-from .redis_muc import MucDirectory
-from .rpc import CallServicer, CallTimes, Channels, ContractClient
+from .leases import KeyedClient
+from .rpc import CallServicer
 
 __all__ = ["MUC_IDEMPOTENT", "MucClient", "MucServicer"]
 
@@ -37,33 +34,13 @@ class MucServicer(CallServicer):
         super().__init__(Muc, impl)
 
 
-class MucClient(ContractClient):
+class MucClient(KeyedClient):
     """The Muc contract on the muc role's replicas, by room: the stanzas of
     one room go to one replica, in order."""
 
     SERVICE = "Muc"
     CONTRACT = Muc
     IDEMPOTENT = MUC_IDEMPOTENT
-
-    def __init__(
-        self,
-        addresses: Sequence[str],
-        channels: Channels,
-        times: CallTimes = CallTimes(),
-        directory: MucDirectory | None = None,
-    ) -> None:
-        super().__init__(addresses, channels, times)
-        #: the live replicas in Redis: a room's stanzas go to its preferred
-        #: replica first (rendezvous hashing); None: the configured addresses
-        self.directory = directory
-
-    async def _candidates(self, args: tuple[Any, ...]) -> list[str]:
-        if self.directory is not None and args:
-            key = str(args[0].bare) if isinstance(args[0], JID) else str(args[0])
-            live = await self.directory.order(key)
-            if live:
-                return live
-        return await super()._candidates(args)
 
     async def route(self, room: JID, env: Envelope) -> None:
         return await self._call(Muc.route, room, env)

@@ -89,9 +89,13 @@ def _s(v: Any) -> str:
 class MucDirectory:
     """The live muc replicas and the room leases, in Redis."""
 
-    def __init__(self, redis: Any, prefix: str, ttl: float = 10.0, refresh: float = 1.0) -> None:
+    def __init__(
+        self, redis: Any, prefix: str, ttl: float = 10.0, refresh: float = 1.0, kind: str = "muc"
+    ) -> None:
         self.redis = redis
-        self.p = prefix + "muc:"
+        #: the same scheme serves each role whose state is held by one
+        #: replica at a time (``muc``: rooms; ``pubsub``: nodes and PEP services)
+        self.p = f"{prefix}{kind}:"
         self.ttl_ms = int(ttl * 1000)
         self._refresh = refresh
         self._members: dict[str, str] = {}
@@ -166,40 +170,25 @@ class MucDirectory:
 
 
 class RedisOwnership:
-    """:class:`~services.core.muc.RoomOwnership` by leases in Redis; the
+    """:class:`~services.core.muc.RoomOwnership` by leases in Redis
+    (:class:`~services.cluster.leases.Leases` keyed by room JID); the
     replicas holding other rooms are reached over gRPC."""
 
     def __init__(self, directory: MucDirectory, node: str, channels: Channels) -> None:
-        self.directory = directory
-        self.node = node
-        self.channels = channels
-        self._peers: dict[str, Muc] = {}
+        from .leases import Leases
+        from .muc_rpc import MucClient
+
+        self.leases: Leases[Muc] = Leases(directory, node, channels, MucClient)
 
     async def elsewhere(self, room: JID) -> Muc | None:
-        holder = await self.directory.claim(str(room), self.node)
-        if holder == self.node:
-            return None
-        address = await self.directory.address(holder)
-        if address is None:
-            return None  # not a replica any more: unreachable, so the room is ours to take
-        peer = self._peers.get(address)
-        if peer is None:
-            from .muc_rpc import MucClient
-            from .rpc import CallTimes
-
-            # one replica and no other to fail over to: a dead holder fails the
-            # call at once, and the caller takes the room (see MucHost.route)
-            peer = self._peers[address] = MucClient(
-                [address], self.channels, CallTimes(failover_for=0.5, connect_timeout=0.5)
-            )
-        return peer
+        return await self.leases.elsewhere(str(room))
 
     async def renew(self, rooms: list[JID]) -> list[JID]:
-        lost = set(await self.directory.renew([str(r) for r in rooms], self.node))
+        lost = set(await self.leases.renew([str(r) for r in rooms]))
         return [r for r in rooms if str(r) in lost]
 
     async def release(self, room: JID) -> None:
-        await self.directory.release(str(room), self.node)
+        await self.leases.release(str(room))
 
 
 class RedisRoomMemory:

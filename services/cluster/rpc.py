@@ -25,10 +25,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, ParamSpec, TypeVar, cast
 
 import grpc
+from lxml import etree
 
 from ..storage.store import UnknownAccountError
-from ..xmpp.errors import StanzaCondition, StanzaError, StreamCondition, StreamError
+from ..xmpp.errors import (
+    ErrorType,
+    StanzaCondition,
+    StanzaError,
+    StreamCondition,
+    StreamError,
+)
 from ..xmpp.jid import JID
+from ..xmpp.tree import parse_element
 from . import codec
 from .protogen import load
 
@@ -104,7 +112,16 @@ async def serve_call(handlers: Mapping[str, Handler], request: Any) -> Any:
         result = await handler(*payload.get("args", []), **payload.get("kwargs", {}))
         return pb2.CallReply(result=codec.dumps(result))
     except StanzaError as err:
-        return pb2.CallReply(error="stanza", condition=err.condition.value, text=err.text or "")
+        # the application condition too (XEP-0060's pubsub#errors, ...): it
+        # is what a client tells refusals of the same condition apart by
+        app = b"" if err.app_condition is None else etree.tostring(err.app_condition)
+        return pb2.CallReply(
+            error="stanza",
+            condition=err.condition.value,
+            text=err.text or "",
+            app_condition=app,
+            type=err.type.value,
+        )
     except StreamError as err:
         return pb2.CallReply(error="stream", condition=err.condition.value, text=err.text or "")
     except UnknownAccountError as err:
@@ -116,7 +133,12 @@ async def serve_call(handlers: Mapping[str, Handler], request: Any) -> Any:
 
 def raise_reply_error(reply: Any) -> None:
     if reply.error == "stanza":
-        raise StanzaError(StanzaCondition(reply.condition), reply.text or None)
+        raise StanzaError(
+            StanzaCondition(reply.condition),
+            reply.text or None,
+            ErrorType(reply.type) if reply.type else None,
+            parse_element(reply.app_condition) if reply.app_condition else None,
+        )
     if reply.error == "stream":
         raise StreamError(StreamCondition(reply.condition), reply.text or None)
     if reply.error == "lookup":

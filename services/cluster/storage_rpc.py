@@ -9,6 +9,7 @@ from ..core.storage import (
     Account,
     LastActivity,
     OfflineMessage,
+    PubsubItem,
     RosterItem,
     ScramCredentials,
     Storage,
@@ -55,6 +56,24 @@ STORAGE_IDEMPOTENT: dict[str, bool] = {
     "add_blocks": True,
     "remove_blocks": True,
     "set_last_activity": True,
+    # publish-subscribe: reads, whole-document upserts, deletes that answer nothing
+    "pubsub_nodes": True,
+    "get_pubsub_node": True,
+    "get_pubsub_items": True,
+    "put_pubsub_node": True,
+    "delete_pubsub_service": True,
+    "purge_pubsub_node": True,
+    # replaces the item of that id and trims to ``keep``: a second copy leaves
+    # the same items, this one still the newest. Like any blind write it may
+    # undo a newer publish landing between the copies (with keep=1, replace
+    # it); the pubsub service awaits each write of a node before the next
+    "put_pubsub_item": True,
+    # the second copy answers differently: no node (False), no ids (so the
+    # caller would answer item-not-found for a retraction it made), 0 expired;
+    # failing instead is safe, the next expiry sweep finishes the work
+    "delete_pubsub_node": False,
+    "delete_pubsub_items": False,
+    "expire_pubsub_items": False,
     # the second copy answers differently ("exists", "not found", a conflict
     # with the first copy's own write), or bumps the roster version again
     "create_account": False,
@@ -195,6 +214,40 @@ class StorageClient(ContractClient):
     async def get_muc_history(self, domain: str, room: str) -> list[tuple[float, bytes]]:
         rows = await self._call(Storage.get_muc_history, domain, room)
         return [(float(r[0]), bytes(r[1])) for r in rows]
+
+    # publish-subscribe
+    async def pubsub_nodes(self, service: str) -> list[tuple[str, str]]:
+        rows = await self._call(Storage.pubsub_nodes, service)
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def get_pubsub_node(self, service: str, node: str) -> str | None:
+        return await self._call(Storage.get_pubsub_node, service, node)
+
+    async def put_pubsub_node(self, service: str, node: str, state: str) -> None:
+        return await self._call(Storage.put_pubsub_node, service, node, state)
+
+    async def delete_pubsub_node(self, service: str, node: str) -> bool:
+        return await self._call(Storage.delete_pubsub_node, service, node)
+
+    async def delete_pubsub_service(self, service: str) -> None:
+        return await self._call(Storage.delete_pubsub_service, service)
+
+    async def put_pubsub_item(self, service: str, node: str, item: PubsubItem, keep: int) -> None:
+        return await self._call(Storage.put_pubsub_item, service, node, item, keep)
+
+    async def get_pubsub_items(
+        self, service: str, node: str, ids: list[str] | None = None, limit: int | None = None
+    ) -> list[PubsubItem]:
+        return await self._call(Storage.get_pubsub_items, service, node, ids, limit)
+
+    async def delete_pubsub_items(self, service: str, node: str, ids: list[str]) -> list[str]:
+        return await self._call(Storage.delete_pubsub_items, service, node, ids)
+
+    async def purge_pubsub_node(self, service: str, node: str) -> None:
+        return await self._call(Storage.purge_pubsub_node, service, node)
+
+    async def expire_pubsub_items(self, service: str, node: str, before: float) -> int:
+        return await self._call(Storage.expire_pubsub_items, service, node, before)
 
     # blocking
     async def get_blocklist(self, host: str, username: str) -> list[str]:

@@ -117,6 +117,14 @@ class Context(Protocol):
         """(domain, name) of the services and components this server routes to."""
         ...
 
+    def contract(self, name: str) -> object:
+        """The service registered as ``name`` this process reaches (the
+        pubsub service for PEP, ...), in-process or a gRPC client: how a
+        feature hands work to a service role without the router knowing
+        either. SERVICE_UNAVAILABLE when the deployment has none. Each
+        contract module has its typed accessor (core.pubsub.pubsub_of)."""
+        ...
+
 
 #: An IQ handler returns the payload of the result (or None for an empty
 #: result), or raises StanzaError. Returning NO_REPLY means it answered itself.
@@ -162,6 +170,8 @@ class Feature:
     disco_features: tuple[str, ...] = ()
     #: features advertised in an account's (bare JID's) disco#info
     account_disco_features: tuple[str, ...] = ()
+    #: identities (category, type) an account's disco#info shows (PEP: pubsub/pep)
+    account_identities: tuple[tuple[str, str], ...] = ()
     #: IQs addressed to the server domain: (payload tag, iq type) -> handler
     server_iq: dict[tuple[str, str], IQHandler] = field(default_factory=dict)
     #: IQs addressed to a local bare JID (own account or another's)
@@ -244,6 +254,9 @@ class FeatureSet:
 
     def account_disco_features(self) -> list[str]:
         return sorted({x for f in self.features for x in f.account_disco_features})
+
+    def account_identities(self) -> list[tuple[str, str]]:
+        return sorted({x for f in self.features for x in f.account_identities})
 
     def stream_features(self) -> list[bytes]:
         return [x for f in self.features for x in f.stream_features]

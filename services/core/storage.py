@@ -14,6 +14,7 @@ __all__ = [
     "Account",
     "LastActivity",
     "OfflineMessage",
+    "PubsubItem",
     "RosterItem",
     "ScramCredentials",
     "Storage",
@@ -60,6 +61,18 @@ class OfflineMessage:
 class LastActivity:
     stamp: float
     status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PubsubItem:
+    """One published item of a pubsub or PEP node (XEP-0060)."""
+
+    id: str
+    #: the full JID that published it (XEP-0060 7.1.2 ``publisher``)
+    publisher: str
+    stamp: float
+    #: the ``<item/>``'s payload element, serialized (b"" for none)
+    payload: bytes
 
 
 class Storage(Protocol):
@@ -149,3 +162,33 @@ class Storage(Protocol):
         self, domain: str, room: str, key: str, stamp: float, stanza: bytes, keep: int
     ) -> None: ...  # keeps the last ``keep`` messages
     async def get_muc_history(self, domain: str, room: str) -> list[tuple[float, bytes]]: ...
+
+    # publish-subscribe (XEP-0060) and PEP (XEP-0163). ``service`` is the
+    # service's JID: a pubsub domain ("pubsub.example.org") or, for PEP, a
+    # user's bare JID ("alice@example.org"). A node's configuration,
+    # affiliations and subscriptions are one JSON document the pubsub
+    # service writes whole (services/pubsub/persist.py); items are a row each.
+    async def pubsub_nodes(self, service: str) -> list[tuple[str, str]]: ...  # (node, state)
+    async def get_pubsub_node(self, service: str, node: str) -> str | None: ...
+    async def put_pubsub_node(self, service: str, node: str, state: str) -> None: ...
+    # the node and its items; False if there was none
+    async def delete_pubsub_node(self, service: str, node: str) -> bool: ...
+    # every node of a service and their items (an account removed: its PEP nodes)
+    async def delete_pubsub_service(self, service: str) -> None: ...
+    # publish: an item with the same id is replaced (and becomes the newest);
+    # then only the newest ``keep`` items stay (keep <= 0: no limit). The
+    # node must exist (put_pubsub_node first)
+    async def put_pubsub_item(
+        self, service: str, node: str, item: PubsubItem, keep: int
+    ) -> None: ...
+    # newest first; ``ids``: only those of them that are stored (asked in any
+    # order, each answered once), ``limit``: at most that many of the newest
+    async def get_pubsub_items(
+        self, service: str, node: str, ids: list[str] | None = None, limit: int | None = None
+    ) -> list[PubsubItem]: ...
+    async def delete_pubsub_items(
+        self, service: str, node: str, ids: list[str]
+    ) -> list[str]: ...  # the ids that were there
+    async def purge_pubsub_node(self, service: str, node: str) -> None: ...  # every item
+    # items published before ``stamp`` are removed (pubsub#item_expire); how many
+    async def expire_pubsub_items(self, service: str, node: str, before: float) -> int: ...

@@ -114,7 +114,9 @@ def server_info(ctx: Context, node: str | None = None) -> etree._Element:
 def account_info(ctx: Context, full: bool, node: str | None = None) -> etree._Element:
     """An account's disco#info: everything for its owner (``full``), else the identity."""
     features = sorted({*ctx.features.account_disco_features(), *_OWN}) if full else []
-    return info_element([Identity("account", "registered")], features, (), node)
+    identities = [Identity("account", "registered")]
+    identities += [Identity(c, t) for c, t in ctx.features.account_identities()]
+    return info_element(identities, features, (), node)
 
 
 async def _server_info(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element:

@@ -23,14 +23,18 @@ import copy
 from lxml import etree
 
 from ..core.feature import Context, Feature
+from ..core.pubsub import pubsub_of
 from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
+from ..xmpp.jid import JID
 from ..xmpp.tree import parse_element
 
 __all__ = ["FEATURE", "RESERVED_NAMESPACES"]
 
 _QUERY = ns.q(ns.PRIVATE, "query")
+#: XEP-0048 bookmarks' key (kept in step with PEP by the pubsub service)
+_BOOKMARKS = "{storage:bookmarks}storage"
 RESERVED_NAMESPACES = frozenset({ns.CLIENT, ns.SERVER, ns.PRIVATE})
 
 
@@ -80,10 +84,21 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
         el = copy.deepcopy(c)
         el.tail = None
         etree.cleanup_namespaces(el)
-        await ctx.storage.set_private(
-            user.domain, user.local, str(c.tag), etree.tostring(el, with_tail=False)
-        )
+        data = etree.tostring(el, with_tail=False)
+        await ctx.storage.set_private(user.domain, user.local, str(c.tag), data)
+        if str(c.tag) == _BOOKMARKS:
+            await _bookmarks_moved(ctx, user, data)
     return None
+
+
+async def _bookmarks_moved(ctx: Context, user: JID, data: bytes) -> None:
+    """XEP-0411: bookmarks stored here are PEP bookmarks too (where the
+    deployment has the pubsub service)."""
+    try:
+        pubsub = pubsub_of(ctx)
+    except StanzaError:
+        return
+    await pubsub.legacy_bookmarks(user, data)
 
 
 FEATURE = Feature(

@@ -18,6 +18,7 @@ import copy
 from lxml import etree
 
 from ..core.feature import Context, Feature
+from ..core.pubsub import pubsub_of
 from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
@@ -60,6 +61,12 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
             StanzaCondition.NOT_ACCEPTABLE, f"vCard larger than {MAX_VCARD_BYTES} bytes"
         )
     await ctx.storage.set_vcard(user.domain, user.local, data)
+    try:
+        pubsub = pubsub_of(ctx)
+    except StanzaError:
+        return None  # no pubsub service: no PEP avatar to keep in step
+    # XEP-0398: the photo is the PEP avatar too
+    await pubsub.vcard_changed(user, data)
     return None
 
 

@@ -141,12 +141,16 @@ class Settings:
     presence_addrs: list[str] = _f(["127.0.0.1:50053"], "Presence replicas' gRPC addresses")
     storage_addrs: list[str] = _f(["127.0.0.1:50054"], "Storage replicas' gRPC addresses")
     muc_addrs: list[str] = _f(["127.0.0.1:50055"], "Group chat (muc role) replicas' gRPC addresses")
+    pubsub_addrs: list[str] = _f(
+        ["127.0.0.1:50056"], "Publish-subscribe (pubsub role) replicas' gRPC addresses"
+    )
     edge_advertise: str = _f("", "Where others reach this edge's gRPC; empty: the bound address")
     node_ttl: float = _f(
-        10.0, "Seconds without heartbeat before an edge or a muc replica counts as dead"
+        10.0, "Seconds without heartbeat before an edge, a muc or a pubsub replica counts as dead"
     )
     grpc_advertise: str = _f(
-        "", "Where other processes reach this muc replica's gRPC; empty: the bound address"
+        "",
+        "Where other processes reach this muc or pubsub replica's gRPC; empty: the bound address",
     )
     route_timeout: float = _f(10.0, "Seconds an edge holds stanzas while no router answers")
     direct_delivery: bool = _f(
@@ -207,6 +211,14 @@ class Settings:
     muc_max_occupants: int = _f(200, "Most occupants of one room (owners and admins may exceed it)")
     muc_max_history: int = _f(50, "Most messages of history a room keeps and sends on join")
     muc_max_rooms_per_user: int = _f(100, "Most rooms one user may own")
+    pubsub_subdomain: str = _f(
+        "pubsub",
+        "Publish-subscribe service of each host at <pubsub_subdomain>.<host> (empty: PEP only,"
+        " and no entity capabilities asked, so no +notify)",
+    )
+    pubsub_max_items: int = _f(1000, "Most items a pubsub or PEP node keeps (its max_items cap)")
+    pubsub_max_payload: int = _f(65536, "Largest item payload, in bytes")
+    pubsub_max_nodes: int = _f(1000, "Most nodes of one pubsub service or PEP account")
     # ---- REST admin API ----
     admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
     admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")

@@ -42,6 +42,8 @@ dashboards and the alert rules:
 ``xmppd_muc_occupants{domain}``             occupants of those rooms
 ``xmppd_muc_messages_total{domain}``        groupchat messages broadcast by rooms
 ``xmppd_muc_fanout_total{domain}``          stanzas rooms sent (each copy of a broadcast)
+``xmppd_pubsub_published_total``            items published to pubsub and PEP nodes
+``xmppd_pubsub_notifications_total``        pubsub and PEP notifications sent (each copy)
 ``xmppd_edge_up{node}``                     1 for every edge node seen alive
 ==========================================  ==================================================
 
@@ -299,6 +301,12 @@ class Metrics:
         )
         self.muc_messages = Counter(
             "xmppd_muc_messages", "Groupchat messages broadcast by rooms", ["domain"], registry=r
+        )
+        self.pubsub_published = Counter(
+            "xmppd_pubsub_published", "Items published to pubsub and PEP nodes", registry=r
+        )
+        self.pubsub_notifications = Counter(
+            "xmppd_pubsub_notifications", "Pubsub and PEP notifications sent", registry=r
         )
         self.muc_fanout = Counter(
             "xmppd_muc_fanout", "Stanzas sent by group chat rooms", ["domain"], registry=r

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..platform.config import Settings
     from ..platform.metrics import Metrics
 
+
 log = logging.getLogger("xmppd.router")
 
 
@@ -74,6 +75,8 @@ class RouterService:
             remote,
         )
         self._presence: Presence | None = presence(self) if presence is not None else None
+        #: the service contracts features reach through :meth:`contract`, by name
+        self.contracts: dict[str, object] = {}
         self._hosts = frozenset(settings.hosts)
 
     @property
@@ -125,6 +128,12 @@ class RouterService:
 
     async def service_domains(self) -> list[tuple[str, str]]:
         return self.domains.listed()
+
+    def contract(self, name: str) -> object:
+        impl = self.contracts.get(name)
+        if impl is None:
+            raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, f"no {name} service")
+        return impl
 
     # ---- sessions --------------------------------------------------------
 

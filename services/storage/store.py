@@ -2,7 +2,7 @@
 
 The same class and the same SQL serve SQLite (embedded) and PostgreSQL
 (cluster), through :mod:`services.platform.db`. The schema is in
-``migrations/0001_initial.sql``.
+``migrations/`` (``0001_initial.sql`` and the ones after it).
 
 Behaviour the Protocol leaves open:
 
@@ -23,7 +23,27 @@ Behaviour the Protocol leaves open:
 * ``store_offline`` with a key already stored for the user returns the first
   row's id and stores nothing; ``delete_offline`` ignores ids that are gone.
 * Lists come back in code point order (``list_accounts`` by username,
-  ``get_roster`` by jid, ``get_blocklist`` by jid), the same on both engines.
+  ``get_roster`` by jid, ``get_blocklist`` by jid, ``pubsub_nodes`` by node),
+  the same on both engines.
+* ``delete_account`` also deletes the account's PEP service (the pubsub nodes
+  and items of the service ``f"{username}@{host}"``), in the same transaction.
+* ``put_pubsub_item`` on a node that does not exist raises
+  :class:`UnknownPubsubNodeError` (a ``LookupError``, as
+  :class:`UnknownAccountError`) and writes nothing. It first locks the node's
+  row (an UPDATE that changes nothing): on PostgreSQL publishers to one node
+  then run one after another, so the newest item (the highest row id) is the
+  last committed, two publishes of one item id cannot collide on the unique
+  index, and the node cannot be deleted half-way; SQLite has one writer.
+  Items are trimmed only when one is published: lowering a node's
+  ``keep`` trims nothing until the next publish.
+* ``get_pubsub_items`` with ``ids`` ignores the ids not stored, answers each
+  once, newest first (``ids=[]``: no items); ``limit`` <= 0 gives no items;
+  with both, the newest ``limit`` of those ids. ``delete_pubsub_items``
+  answers the ids it deleted in the order asked, each once.
+* The other pubsub reads and deletions of an unknown node or service are
+  no-ops and answer nothing (``delete_pubsub_node``: False, reads: None, [],
+  0). ``expire_pubsub_items`` removes the items with a stamp strictly before
+  ``before``.
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ from services.core.storage import (
     Account,
     LastActivity,
     OfflineMessage,
+    PubsubItem,
     RosterItem,
     ScramCredentials,
 )
@@ -47,7 +68,7 @@ from services.platform.migrate import migrate
 if TYPE_CHECKING:
     from services.core.storage import Storage
 
-__all__ = ["Store", "UnknownAccountError"]
+__all__ = ["Store", "UnknownAccountError", "UnknownPubsubNodeError"]
 
 #: the tables holding per-user rows, emptied by delete_account (accounts last)
 _USER_TABLES = (
@@ -72,6 +93,15 @@ class UnknownAccountError(LookupError):
         super().__init__(f"no account {username}@{host}")
         self.host = host
         self.username = username
+
+
+class UnknownPubsubNodeError(LookupError):
+    """An item was written to a pubsub node that does not exist (or no longer does)."""
+
+    def __init__(self, service: str, node: str) -> None:
+        super().__init__(f"no pubsub node {node!r} at {service}")
+        self.service = service
+        self.node = node
 
 
 class _RosterConflict(Exception):
@@ -113,6 +143,13 @@ def _roster_item(row: tuple[Any, ...]) -> RosterItem:
         approved=bool(approved),
         groups=tuple(json.loads(groups_json)),
         pending_in_stanza=None if stanza is None else bytes(stanza),
+    )
+
+
+def _pubsub_item(row: tuple[Any, ...]) -> PubsubItem:
+    item_id, publisher, stamp, payload = row
+    return PubsubItem(
+        id=str(item_id), publisher=str(publisher), stamp=float(stamp), payload=bytes(payload)
     )
 
 
@@ -237,6 +274,8 @@ class Store:
                 await tx.execute(
                     f"DELETE FROM {table} WHERE host = $1 AND username = $2", host, username
                 )
+            # the account's PEP service (XEP-0163), named by its bare JID
+            await self._delete_pubsub_service(tx, f"{username}@{host}")
             deleted = await tx.execute(
                 "DELETE FROM accounts WHERE host = $1 AND username = $2", host, username
             )
@@ -484,7 +523,7 @@ class Store:
         )
         return [OfflineMessage(int(i), bytes(s), float(t)) for i, s, t in rows]
 
-    #: ids per DELETE statement, well under both engines' bound-parameter limits
+    #: ids per statement (IN lists), well under both engines' bound-parameter limits
     _DELETE_CHUNK = 500
 
     async def delete_offline(self, host: str, username: str, ids: list[int]) -> None:
@@ -603,6 +642,154 @@ class Store:
             room,
         )
         return [(float(r[0]), bytes(r[1])) for r in rows]
+
+    # ------------------------------------------------------------ publish-subscribe
+
+    _PUBSUB_ITEM_COLUMNS = "item_id, publisher, stamp, payload"
+
+    async def pubsub_nodes(self, service: str) -> list[tuple[str, str]]:
+        rows = await self.db.fetch(
+            f"SELECT node, state FROM pubsub_nodes WHERE service = $1 ORDER BY node{self._collate}",
+            service,
+        )
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    async def get_pubsub_node(self, service: str, node: str) -> str | None:
+        state = await self.db.fetchval(
+            "SELECT state FROM pubsub_nodes WHERE service = $1 AND node = $2", service, node
+        )
+        return None if state is None else str(state)
+
+    async def put_pubsub_node(self, service: str, node: str, state: str) -> None:
+        await self.db.execute(
+            "INSERT INTO pubsub_nodes (service, node, state) VALUES ($1, $2, $3)"
+            " ON CONFLICT (service, node) DO UPDATE SET state = excluded.state",
+            service,
+            node,
+            state,
+        )
+
+    async def delete_pubsub_node(self, service: str, node: str) -> bool:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                "DELETE FROM pubsub_items WHERE service = $1 AND node = $2", service, node
+            )
+            deleted = await tx.execute(
+                "DELETE FROM pubsub_nodes WHERE service = $1 AND node = $2", service, node
+            )
+        return deleted > 0
+
+    @staticmethod
+    async def _delete_pubsub_service(tx: Connection, service: str) -> None:
+        await tx.execute("DELETE FROM pubsub_items WHERE service = $1", service)
+        await tx.execute("DELETE FROM pubsub_nodes WHERE service = $1", service)
+
+    async def delete_pubsub_service(self, service: str) -> None:
+        async with self.db.transaction() as tx:
+            await self._delete_pubsub_service(tx, service)
+
+    async def put_pubsub_item(self, service: str, node: str, item: PubsubItem, keep: int) -> None:
+        async with self.db.transaction() as tx:
+            # lock the node row first (see the top): publishers to one node run
+            # one after another, and the node cannot go before this commits
+            locked = await tx.execute(
+                "UPDATE pubsub_nodes SET state = state WHERE service = $1 AND node = $2",
+                service,
+                node,
+            )
+            if not locked:
+                raise UnknownPubsubNodeError(service, node)
+            # a new row even for a known id: it becomes the newest
+            await tx.execute(
+                "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND item_id = $3",
+                service,
+                node,
+                item.id,
+            )
+            await tx.execute(
+                f"INSERT INTO pubsub_items (service, node, {self._PUBSUB_ITEM_COLUMNS})"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                service,
+                node,
+                item.id,
+                item.publisher,
+                float(item.stamp),
+                bytes(item.payload),
+            )
+            if keep > 0:  # the node's newest ``keep`` items stay
+                await tx.execute(
+                    "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND id NOT IN"
+                    " (SELECT id FROM pubsub_items WHERE service = $1 AND node = $2"
+                    " ORDER BY id DESC LIMIT $3)",
+                    service,
+                    node,
+                    int(keep),
+                )
+
+    async def get_pubsub_items(
+        self, service: str, node: str, ids: list[str] | None = None, limit: int | None = None
+    ) -> list[PubsubItem]:
+        columns = f"SELECT id, {self._PUBSUB_ITEM_COLUMNS} FROM pubsub_items"
+        if ids is None:
+            if limit is None:
+                rows = await self.db.fetch(
+                    f"{columns} WHERE service = $1 AND node = $2 ORDER BY id DESC", service, node
+                )
+            else:
+                rows = await self.db.fetch(
+                    f"{columns} WHERE service = $1 AND node = $2 ORDER BY id DESC LIMIT $3",
+                    service,
+                    node,
+                    max(int(limit), 0),
+                )
+        else:
+            wanted = list(dict.fromkeys(ids))
+            rows = []
+            for start in range(0, len(wanted), self._DELETE_CHUNK):
+                chunk = wanted[start : start + self._DELETE_CHUNK]
+                marks = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
+                rows += await self.db.fetch(
+                    f"{columns} WHERE service = $1 AND node = $2 AND item_id IN ({marks})",
+                    service,
+                    node,
+                    *chunk,
+                )
+            rows.sort(key=lambda r: int(r[0]), reverse=True)
+            if limit is not None:
+                rows = rows[: max(int(limit), 0)]
+        return [_pubsub_item(tuple(r[1:])) for r in rows]
+
+    async def delete_pubsub_items(self, service: str, node: str, ids: list[str]) -> list[str]:
+        wanted = list(dict.fromkeys(ids))
+        deleted: set[str] = set()
+        if not wanted:
+            return []
+        async with self.db.transaction() as tx:
+            for start in range(0, len(wanted), self._DELETE_CHUNK):
+                chunk = wanted[start : start + self._DELETE_CHUNK]
+                marks = ", ".join(f"${n}" for n in range(3, 3 + len(chunk)))
+                rows = await tx.fetch(
+                    "DELETE FROM pubsub_items WHERE service = $1 AND node = $2"
+                    f" AND item_id IN ({marks}) RETURNING item_id",
+                    service,
+                    node,
+                    *chunk,
+                )
+                deleted.update(str(r[0]) for r in rows)
+        return [i for i in wanted if i in deleted]
+
+    async def purge_pubsub_node(self, service: str, node: str) -> None:
+        await self.db.execute(
+            "DELETE FROM pubsub_items WHERE service = $1 AND node = $2", service, node
+        )
+
+    async def expire_pubsub_items(self, service: str, node: str, before: float) -> int:
+        return await self.db.execute(
+            "DELETE FROM pubsub_items WHERE service = $1 AND node = $2 AND stamp < $3",
+            service,
+            node,
+            float(before),
+        )
 
     # -------------------------------------------------------------------- blocking
 

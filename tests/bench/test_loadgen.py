@@ -32,6 +32,7 @@ from bench.run import (
     cluster_backends_missing,
     edge_scaling,
     muc_markdown,
+    pep_markdown,
     results_markdown,
 )
 from services.platform.tls import ensure_self_signed
@@ -82,8 +83,8 @@ def embedded(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     ensure_self_signed(cert, key, ["localhost"])
     sizes = Sizes(logins=10, msg_clients=10, idle=10, presence_users=8, contacts=4)
-    sizes.scale_conns, sizes.muc_rooms = 10, "2x3,1x4"
-    users = Users.make(sizes)
+    sizes.scale_conns, sizes.muc_rooms, sizes.pep_sizes = 10, "2x3,1x4", "1x3,2x3"
+    users = Users.make(sizes, pep=True)
     target = Embedded(tmp_path, cert, key, tmp_path)
     target.start(users)
     yield target, users
@@ -161,6 +162,82 @@ def test_group_chat_scenario_against_the_embedded_server(embedded):
         assert ph["dropped_connections"] == 0
         assert ph["deliveries_per_s"] > 0 and ph["server_cpu_us_per_delivery"] > 0
         assert 0 < ph["latency_ms"]["p50"] <= ph["latency_ms"]["p99"]
+
+
+def test_pep_scenario_against_the_embedded_server(embedded):
+    """Publishers with contacts in mutual subscriptions; contacts log in with
+    caps asking for the bench node (the server asks what their ver stands
+    for), every publish reaches every contact, nothing is lost."""
+    target, users = embedded
+    assert users.pep == [("q0", ["q0c0", "q0c1", "q0c2"]), ("q1", ["q1c0", "q1c1", "q1c2"])]
+    probe = loadgen.ProcTree(target.pid)
+    with loadgen.LoadGen(loadgen.Target("127.0.0.1", target.port, "localhost"), 2) as lg:
+        res = loadgen.pep(
+            lg, probe, users.pep_creds(PASSWORD), [(1, 3), (2, 3)], "PLAIN", window=2,
+            duration=0.5, warmup=0.2, drain=5.0, ready_timeout=15.0, settle=0.1,
+        )  # fmt: skip
+    json.dumps(res)
+    assert loadgen.table(res)
+    assert res["node"] == loadgen.PEP_NODE and res["lost_total"] == 0
+    assert list(res["phases"]) == ["1x3", "2x3"]
+    for (pubs, size), ph in zip([(1, 3), (2, 3)], res["phases"].values(), strict=True):
+        assert "error" not in ph, ph
+        assert ph["logged_in"] == pubs * (size + 1) and ph["login_failed"] == 0
+        assert ph["prime"]["ready"] == ph["prime"]["contacts"] == pubs * size
+        # every publish was acknowledged and reached every contact
+        assert ph["sent"] > 0 and ph["acked"] == ph["sent"]
+        assert ph["delivered"] == ph["expected_notifications"] == ph["sent"] * size
+        assert ph["lost"] == ph["incomplete_publishes"] == ph["errors"] == 0
+        # no contact had a publish twice; the publisher asked for none and had none
+        assert ph["duplicates"] == ph["to_publisher"] == ph["dropped_connections"] == 0
+        assert ph["notifications_per_s"] > 0 and ph["server_cpu_us_per_notification"] > 0
+        assert 0 < ph["latency_ms"]["p50"] <= ph["latency_ms"]["p99"]
+    # the server asked what the contacts' caps ver stands for, from its pubsub service
+    first = res["phases"]["1x3"]["prime"]
+    assert first["caps_queries"] >= 1 and first["caps_queried_by"] == ["pubsub.localhost"]
+    md = "\n".join(
+        pep_markdown(
+            {
+                "targets": [
+                    {"target": "embedded", "label": "xmppd embedded", "available": True,
+                     "scenarios": {"pep": res}},
+                ]
+            }
+        )
+    )  # fmt: skip
+    assert "| 1 publisher x 3 contacts: notifications/s | higher |" in md
+    assert "| 2 publishers x 3 contacts: lost notifications (must be 0) | lower | 0.00 |" in md
+
+
+def test_caps_ver_and_the_disco_answer_agree_with_the_server():
+    """The load generator's caps ver is what xmppd computes over its disco#info answer."""
+    from lxml import etree
+
+    from services.features.disco import ver_of_info
+
+    answer = loadgen.disco_info_result(b"q1", b"pubsub.localhost", b"n#v")
+    query = etree.fromstring(answer)[0]
+    assert query.get("node") == "n#v"
+    assert ver_of_info(query) == loadgen.CLIENT_VER
+    # XEP-0115 5.2's example
+    assert (
+        loadgen.caps_ver(
+            [("client", "pc", "", "Exodus 0.9.1")],
+            [
+                "http://jabber.org/protocol/caps",
+                "http://jabber.org/protocol/disco#info",
+                "http://jabber.org/protocol/disco#items",
+                "http://jabber.org/protocol/muc",
+            ],
+        )
+        == "QgayPKawpkPSDYmwT/WM94uAlu0="
+    )
+    assert loadgen.pep_specs("1x100,5x100") == [(1, 100), (5, 100)]
+    assert loadgen.pep_specs("1,5", contacts=20) == [(1, 20), (5, 20)]
+    assert loadgen.pep_specs("1x100", contacts=7) == [(1, 7)]
+    for bad in ("", "x5", "1x0", "0x5", "5", "ax5"):
+        with pytest.raises(ValueError):
+            loadgen.pep_specs(bad)
 
 
 def test_room_specs():
@@ -249,6 +326,62 @@ def test_groupchat_closed_loop_counts_each_delivery():
         b"<message from='r@conference.localhost' type='error'><body>1 2</body><error/></message>"
     )
     assert w.errors == 1 and w.error_samples and w.received == 4
+
+
+def test_pep_closed_loop_counts_each_contact_once():
+    """A publish is complete when every contact has its notification once; a
+    contact's second copy (Prosody 0.12 sends one to a contact it also
+    lists by bare JID) is a duplicate and cannot stand in for a missing
+    contact; copies to the publisher count apart; caps queries are answered."""
+    w = loadgen.Worker(None, 0, loadgen.Target("127.0.0.1", 1, "localhost"))  # type: ignore[arg-type]
+    pub = loadgen.Client(w, "q0", "pw", "r")
+    contacts = [loadgen.Client(w, f"q0c{k}", "pw", "r") for k in range(2)]
+    for c in (pub, *contacts):
+        c.writer = _Writer()  # type: ignore[assignment]
+    pub.pep = loadgen.PepRole(2)
+    pub.pep.contacts = contacts
+    for c in contacts:
+        c.pep = loadgen.PepRole(2, pub)
+    w.pep_tag, w.pep_publish = b"t1", loadgen.pep_publish_template("t1")
+    w.m0, w.m1, w.refill = 0, 2**62, True
+    pub.send_publish()
+    posted = pub.writer.out[-1]  # type: ignore[union-attr]
+    assert posted.startswith(b"<iq type='set' id='p1'><pubsub")
+    assert b"<publish node='urn:xmpp:bench:pep'><item id='current'>" in posted
+    stamp = posted[posted.find(b"<stamp") : posted.find(b"</item>")]
+    note = b"<message from='q0@localhost' type='headline'><event xmlns='%s'><items node='%s'>" % (
+        b"http://jabber.org/protocol/pubsub#event",
+        loadgen.PEP_NODE.encode(),
+    )
+    note += b"<item id='current'>%s</item></items></event></message>" % stamp
+    contacts[0].on_element(note)
+    contacts[0].on_element(note)  # the same contact again
+    assert w.received == 1 and w.duplicates == 1 and w.pending[1][0] == 1
+    assert len(pub.writer.out) == 1  # type: ignore[union-attr]
+    pub.on_element(note)  # the publisher's own session
+    assert w.to_publisher == 1
+    contacts[1].on_element(note)
+    assert w.received == 2 and 1 not in w.pending and w.in_window == 2 and len(w.lat) == 2
+    assert len(pub.writer.out) == 2  # type: ignore[union-attr]  # the next publish
+    contacts[1].on_element(note)  # after completion: still a duplicate
+    assert w.duplicates == 2 and w.received == 2
+    # a prime (seq 0) marks a contact ready; an earlier phase's item is stale
+    prime = note.replace(b">t1 1 ", b">t1 0 ")
+    assert not contacts[0].pep.ready  # type: ignore[union-attr]
+    contacts[0].on_element(prime)
+    assert contacts[0].pep.ready  # type: ignore[union-attr]
+    contacts[0].on_element(note.replace(b">t1 ", b">t0 "))
+    assert w.stale == 1 and w.received == 2
+    # the server asks what the caps ver stands for: the answer echoes id, from and node
+    contacts[0].on_element(
+        b"<iq type='get' id='caps-1' from='pubsub.localhost' to='q0c0@localhost/r'>"
+        b"<query xmlns='http://jabber.org/protocol/disco#info' node='urn:xmpp:bench:client#V'/>"
+        b"</iq>"
+    )
+    answer = contacts[0].writer.out[-1]  # type: ignore[union-attr]
+    assert answer.startswith(b"<iq type='result' id='caps-1' to='pubsub.localhost'>")
+    assert b"node='urn:xmpp:bench:client#V'" in answer and b"pep+notify" in answer
+    assert w.disco_answered == 1 and w.disco_from == {"pubsub.localhost"}
 
 
 def test_group_chat_table_has_ratios_and_the_cluster_breakdown():

@@ -27,7 +27,7 @@ from services.cluster.storage_rpc import StorageClient, StorageServicer
 from services.core.muc import Muc
 from services.core.presence import Presence
 from services.core.routing import EdgeLink, Envelope, Router, Session
-from services.core.storage import RosterItem, Storage
+from services.core.storage import PubsubItem, RosterItem, Storage
 from services.platform.db import open_database
 from services.platform.migrate import migrate
 from services.storage.store import Store
@@ -162,6 +162,34 @@ async def test_storage_round_trip(serve: Serve, channels: Channels, tmp_path: Pa
         await storage.set_vcard(HOST, "alice", b"<vCard/>")
         assert await storage.get_vcard(HOST, "alice") == b"<vCard/>"
         assert await storage.get_login(HOST, "nobody", "SHA-1") == [None, False]
+    finally:
+        await db.close()
+
+
+async def test_storage_pubsub_round_trip(serve: Serve, channels: Channels, tmp_path: Path) -> None:
+    db = await open_database(f"sqlite://{tmp_path}/x.db")
+    await migrate(db)
+    try:
+        addr = await serve(
+            lambda s: pb2_grpc.add_StorageServicer_to_server(StorageServicer(Store(db)), s)
+        )
+        storage = StorageClient([addr], channels)
+        pep, node = f"alice@{HOST}", "urn:xmpp:avatar:data"
+        await storage.put_pubsub_node(pep, node, '{"v":1}')
+        assert await storage.pubsub_nodes(pep) == [(node, '{"v":1}')]
+        old = PubsubItem(id="a", publisher=str(ALICE), stamp=1.5, payload=b"<d>\x00\xff</d>")
+        new = PubsubItem(id="b", publisher=str(ALICE), stamp=2.5, payload=b"")
+        await storage.put_pubsub_item(pep, node, old, 0)
+        await storage.put_pubsub_item(pep, node, new, 0)
+        # the records cross as themselves (bytes and all), newest first
+        items = await storage.get_pubsub_items(pep, node)
+        assert items == [new, old]
+        assert all(type(i) is PubsubItem for i in items)
+        assert await storage.get_pubsub_items(pep, node, ids=["a"], limit=5) == [old]
+        assert await storage.delete_pubsub_items(pep, node, ["a", "x"]) == ["a"]
+        assert await storage.expire_pubsub_items(pep, node, 3.0) == 1
+        assert await storage.delete_pubsub_node(pep, node) is True
+        assert await storage.get_pubsub_node(pep, node) is None
     finally:
         await db.close()
 

@@ -25,11 +25,21 @@ from .tooling import (
 )
 
 COMPOSE = ROOT / "docker-compose.yml"
+GRPC_PORTS = {
+    "edge": 50051,
+    "router": 50052,
+    "presence": 50053,
+    "storage": 50054,
+    "muc": 50055,
+    "pubsub": 50056,
+}
 XMPPD_SERVICES = {
     "storage": "storage",
     "presence": "presence",
     "muc1": "muc",
     "muc2": "muc",
+    "pubsub1": "pubsub",
+    "pubsub2": "pubsub",
     "router1": "router",
     "router2": "router",
     "edge1": "edge",
@@ -91,7 +101,8 @@ def test_healthchecks_and_start_order(model: dict[str, Any]) -> None:
         test = " ".join(services[name]["healthcheck"]["test"])
         assert "9100/readyz" in test, name
         if role in ("edge", "admin"):
-            for backend in ("router1", "router2", "presence", "muc1", "muc2", "storage"):
+            backends = ("router1", "router2", "presence", "muc1", "muc2", "pubsub1", "pubsub2")
+            for backend in (*backends, "storage"):
                 assert deps[backend] == "service_healthy", f"{name} waits for {backend}"
     for name in ("postgres", "redis", "prometheus"):
         assert services[name]["healthcheck"]["test"], name
@@ -110,8 +121,9 @@ def test_environment(model: dict[str, Any]) -> None:
         assert routers == ["router1:50052", "router2:50052"]
         assert env["XMPPD_PRESENCE_ADDRS"] == "presence:50053"
         assert env["XMPPD_MUC_ADDRS"] == "muc1:50055,muc2:50055"
+        assert env["XMPPD_PUBSUB_ADDRS"] == "pubsub1:50056,pubsub2:50056"
         assert env["XMPPD_STORAGE_ADDRS"] == "storage:50054"
-    ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
+    ports = GRPC_PORTS
     for name, role in XMPPD_SERVICES.items():
         env = services[name]["environment"]
         assert env["XMPPD_NODE_ID"] == name
@@ -119,40 +131,45 @@ def test_environment(model: dict[str, Any]) -> None:
             assert env["XMPPD_GRPC_LISTEN"] == f"0.0.0.0:{ports[role]}"
         if role == "edge":
             assert env["XMPPD_EDGE_ADVERTISE"] == f"{name}:50051"
-        if role == "muc":
-            assert env["XMPPD_GRPC_ADVERTISE"] == f"{name}:50055"
+        if role in ("muc", "pubsub"):
+            assert env["XMPPD_GRPC_ADVERTISE"] == f"{name}:{ports[role]}"
     assert services["admin"]["environment"]["XMPPD_ADMIN_TOKENS"]
 
 
 def test_processes_get_settings_the_loader_accepts(model: dict[str, Any]) -> None:
-    ports = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
+    ports = GRPC_PORTS
     for name, role in XMPPD_SERVICES.items():
         settings = settings_from_env(model["services"][name]["environment"])
         assert settings.router_addrs == ["router1:50052", "router2:50052"]
         assert settings.presence_addrs == ["presence:50053"]
         assert settings.muc_addrs == ["muc1:50055", "muc2:50055"]
+        assert settings.pubsub_addrs == ["pubsub1:50056", "pubsub2:50056"]
         assert settings.storage_addrs == ["storage:50054"]
         assert settings.database_url.startswith("postgresql://")
         assert settings.ops_port == 9100
         if role in ports:
             assert settings.grpc_listen == f"0.0.0.0:{ports[role]}"
-        if role == "muc":
-            assert settings.grpc_advertise == f"{name}:50055"
+        if role in ("muc", "pubsub"):
+            assert settings.grpc_advertise == f"{name}:{ports[role]}"
         if role == "admin":
             assert settings.admin_host == "0.0.0.0" and settings.admin_port == 8080
             assert any("admin" in s for s in admin_token_scopes(settings).values())
 
 
-def test_muc_replicas_reach_each_other(model: dict[str, Any]) -> None:
-    """Two muc replicas share the rooms: each announces in Redis an address
-    the other processes (and the other replica, which forwards a room's
-    stanzas to its holder) can reach, i.e. its own service name and gRPC
-    port, never the 0.0.0.0 it binds; every process lists both."""
+@pytest.mark.parametrize(
+    ("role", "setting"), [("muc", "XMPPD_MUC_ADDRS"), ("pubsub", "XMPPD_PUBSUB_ADDRS")]
+)
+def test_replicas_reach_each_other(model: dict[str, Any], role: str, setting: str) -> None:
+    """Two muc replicas share the rooms, two pubsub replicas the nodes: each
+    announces in Redis an address the other processes (and the other
+    replica, which forwards a room's stanzas or a node's requests to its
+    holder) can reach, i.e. its own service name and gRPC port, never the
+    0.0.0.0 it binds; every process lists both."""
     services = model["services"]
-    mucs = [n for n, svc in services.items() if svc.get("command") == ["xmppd", "muc"]]
-    assert sorted(mucs) == ["muc1", "muc2"]
+    replicas = [n for n, svc in services.items() if svc.get("command") == ["xmppd", role]]
+    assert sorted(replicas) == [f"{role}1", f"{role}2"]
     advertised = []
-    for name in mucs:
+    for name in replicas:
         svc = services[name]
         # a scaled copy would share the node id and the advertised address
         assert svc.get("deploy", {}).get("replicas", 1) == 1, name
@@ -165,7 +182,7 @@ def test_muc_replicas_reach_each_other(model: dict[str, Any]) -> None:
     assert len(set(advertised)) == len(advertised)
     for name in XMPPD_SERVICES:
         env = services[name]["environment"]
-        assert env["XMPPD_MUC_ADDRS"].split(",") == advertised, name
+        assert env[setting].split(",") == advertised, name
 
 
 def test_published_ports(model: dict[str, Any]) -> None:

@@ -35,7 +35,17 @@ from .tooling import (
 Obj = dict[str, Any]
 OPERATOR_GROUP = "monitoring.coreos.com/"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
-GRPC_PORTS = {"edge": 50051, "router": 50052, "presence": 50053, "storage": 50054, "muc": 50055}
+GRPC_PORTS = {
+    "edge": 50051,
+    "router": 50052,
+    "presence": 50053,
+    "storage": 50054,
+    "muc": 50055,
+    "pubsub": 50056,
+}
+#: the roles whose replicas share keys under leases in Redis (rooms, nodes),
+#: announce their pod IP and forward to each other; their address setting
+SHARED_ROLES = {"muc": "XMPPD_MUC_ADDRS", "pubsub": "XMPPD_PUBSUB_ADDRS"}
 
 
 def kinds(objs: list[Obj], kind: str) -> list[Obj]:
@@ -323,6 +333,7 @@ def test_per_process_settings(overlay: str, built: dict[str, list[Obj]]) -> None
         ("XMPPD_ROUTER_ADDRS", "router"),
         ("XMPPD_PRESENCE_ADDRS", "presence"),
         ("XMPPD_MUC_ADDRS", "muc"),
+        ("XMPPD_PUBSUB_ADDRS", "pubsub"),
         ("XMPPD_STORAGE_ADDRS", "storage"),
     ):
         for addr in config[key].split(","):
@@ -379,6 +390,7 @@ def test_processes_get_settings_the_loader_accepts(
         assert settings.router_addrs == ["xmppd-router:50052"]
         assert settings.presence_addrs == ["xmppd-presence:50053"]
         assert settings.muc_addrs == ["xmppd-muc:50055"]
+        assert settings.pubsub_addrs == ["xmppd-pubsub:50056"]
         assert settings.storage_addrs == ["xmppd-storage:50054"]
         if role in GRPC_PORTS:
             assert settings.grpc_listen == f"0.0.0.0:{GRPC_PORTS[role]}"
@@ -388,9 +400,10 @@ def test_processes_get_settings_the_loader_accepts(
             # WebSocket and BOSH on 5280, TLS terminated at the Ingress
             assert settings.http_port == 5280
             assert settings.http_secure == "always"
-        if role == "muc":
-            # the other processes and muc replicas reach it at its pod IP
-            assert settings.grpc_advertise == f"{FIELD_VALUES['status.podIP']}:50055"
+        if role in SHARED_ROLES:
+            # the other processes and replicas of the role reach it at its pod IP
+            port = GRPC_PORTS[role]
+            assert settings.grpc_advertise == f"{FIELD_VALUES['status.podIP']}:{port}"
         if role == "admin":
             assert settings.admin_host == "0.0.0.0" and settings.admin_port == 8080
             if overlay == "dev":
@@ -571,7 +584,7 @@ def test_disruption_budgets_cover_replicated_services(
 ) -> None:
     objs = built[overlay]
     pdbs = kinds(objs, "PodDisruptionBudget")
-    for role in ("edge", "router", "presence", "muc", "storage"):
+    for role in ("edge", "router", "presence", "muc", "pubsub", "storage"):
         d = named(objs, "Deployment", f"xmppd-{role}")
         labels = d["spec"]["template"]["metadata"]["labels"]
         covering = [p for p in pdbs if label_selector_matches(p["spec"]["selector"], labels)]
@@ -579,30 +592,34 @@ def test_disruption_budgets_cover_replicated_services(
         assert covering[0]["spec"].get("maxUnavailable") == 1
 
 
+@pytest.mark.parametrize("role", sorted(SHARED_ROLES))
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_muc_replicas_share_the_rooms_and_roll(overlay: str, built: dict[str, list[Obj]]) -> None:
-    """The muc replicas share the rooms (a lease per room in Redis): they roll
-    one at a time with a new replica up before an old one hands its rooms
-    over, each advertises its pod IP and gRPC port (callers and the other
-    replicas reach a room's holder there), production runs several, and the
-    NetworkPolicies let muc pods reach each other on that port."""
+def test_shared_replicas_roll_and_reach_each_other(
+    overlay: str, role: str, built: dict[str, list[Obj]]
+) -> None:
+    """The muc replicas share the rooms, the pubsub replicas the nodes (a
+    lease per room or node in Redis): they roll one at a time with a new
+    replica up before an old one lets its keys go, each advertises its pod
+    IP and gRPC port (callers and the other replicas reach a key's holder
+    there), production runs several, and the NetworkPolicies let the pods of
+    the role reach each other on that port."""
     objs = built[overlay]
-    muc = named(objs, "Deployment", "xmppd-muc")
-    spec = muc["spec"]["template"]["spec"]
-    strategy = muc["spec"]["strategy"]
+    deployment = named(objs, "Deployment", f"xmppd-{role}")
+    spec = deployment["spec"]["template"]["spec"]
+    strategy = deployment["spec"]["strategy"]
     assert strategy["type"] == "RollingUpdate"
     assert strategy["rollingUpdate"]["maxUnavailable"] == 0
     assert strategy["rollingUpdate"]["maxSurge"] == 1
     expected = {"dev": 1, "production": 2}[overlay]
-    assert muc["spec"]["replicas"] == expected
+    assert deployment["spec"]["replicas"] == expected
     if overlay == "production":
-        assert muc["spec"]["replicas"] >= 2
+        assert deployment["spec"]["replicas"] >= 2
     for hpa in kinds(objs, "HorizontalPodAutoscaler"):
-        assert hpa["spec"]["scaleTargetRef"]["name"] != "xmppd-muc"
+        assert hpa["spec"]["scaleTargetRef"]["name"] != f"xmppd-{role}"
     (c,) = spec["containers"]
-    assert c["command"] == ["xmppd", "muc"]
+    assert c["command"] == ["xmppd", role]
     port = container_ports(spec)["grpc"]
-    assert port == GRPC_PORTS["muc"]
+    assert port == GRPC_PORTS[role]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert env["XMPPD_GRPC_ADVERTISE"]["value"] == f"$(POD_IP):{port}"
@@ -610,17 +627,17 @@ def test_muc_replicas_share_the_rooms_and_roll(overlay: str, built: dict[str, li
     settings = settings_from_env(process_environment(objs, c))
     assert settings.grpc_advertise == f"{FIELD_VALUES['status.podIP']}:{port}"
     # like the other replicated gRPC roles: out of the Service's DNS answers
-    # before SIGTERM hands the rooms over, well within the grace period
+    # before SIGTERM lets the rooms or nodes go, well within the grace period
     pre_stop = c["lifecycle"]["preStop"]
     sleep = pre_stop.get("sleep", {}).get("seconds") or int(pre_stop["exec"]["command"][-1])
     presence = named(objs, "Deployment", "xmppd-presence")
     (pc,) = presence["spec"]["template"]["spec"]["containers"]
     assert pre_stop == pc["lifecycle"]["preStop"]
     assert 0 < sleep < spec["terminationGracePeriodSeconds"] - 10
-    labels = muc["spec"]["template"]["metadata"]["labels"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
     policies = kinds(objs, "NetworkPolicy")
-    assert _allowed(policies, labels, labels, port, "egress", "to"), "muc -> muc egress"
-    assert _allowed(policies, labels, labels, port, "ingress", "from"), "muc -> muc ingress"
+    assert _allowed(policies, labels, labels, port, "egress", "to"), f"{role} -> {role} egress"
+    assert _allowed(policies, labels, labels, port, "ingress", "from"), f"{role} -> {role} ingress"
 
 
 def _allowed(
@@ -648,21 +665,26 @@ def _allowed(
     )
 
 
+@pytest.mark.parametrize("role", sorted(SHARED_ROLES))
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_process_reaches_the_muc_service(overlay: str, built: dict[str, list[Obj]]) -> None:
+def test_every_process_reaches_the_shared_service(
+    overlay: str, role: str, built: dict[str, list[Obj]]
+) -> None:
     """Every xmppd process (each role, and the migration Job) is given
-    XMPPD_MUC_ADDRS naming the muc Service's gRPC port, which selects the
-    muc pods and reaches their gRPC container port; the NetworkPolicies let
-    the callers (router, presence, edge, admin) through to that port."""
+    XMPPD_MUC_ADDRS / XMPPD_PUBSUB_ADDRS naming the muc / pubsub Service's
+    gRPC port, which selects the role's pods and reaches their gRPC
+    container port; the NetworkPolicies let the callers (router, presence,
+    edge, admin, and the other of muc and pubsub) through to that port."""
     objs = built[overlay]
-    svc = named(objs, "Service", "xmppd-muc")
-    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "muc"
+    setting = SHARED_ROLES[role]
+    svc = named(objs, "Service", f"xmppd-{role}")
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == role
     assert svc["spec"].get("clusterIP") == "None"
     (grpc,) = [p for p in svc["spec"]["ports"] if p["name"] == "grpc"]
-    muc = named(objs, "Deployment", "xmppd-muc")
-    assert selects(svc["spec"]["selector"], muc["spec"]["template"]["metadata"]["labels"])
-    target = container_ports(muc["spec"]["template"]["spec"])[grpc["targetPort"]]
-    assert target == GRPC_PORTS["muc"]
+    deployment = named(objs, "Deployment", f"xmppd-{role}")
+    assert selects(svc["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+    target = container_ports(deployment["spec"]["template"]["spec"])[grpc["targetPort"]]
+    assert target == GRPC_PORTS[role]
     seen = set()
     for obj, spec in pod_specs(objs):
         if obj["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "xmppd":
@@ -670,18 +692,20 @@ def test_every_process_reaches_the_muc_service(overlay: str, built: dict[str, li
         (container,) = spec["containers"]
         env = process_environment(objs, container)
         name = obj["metadata"]["name"]
-        assert env.get("XMPPD_MUC_ADDRS") == f"xmppd-muc:{grpc['port']}", name
-        assert settings_from_env(env).muc_addrs == [f"xmppd-muc:{grpc['port']}"], name
+        address = f"xmppd-{role}:{grpc['port']}"
+        assert env.get(setting) == address, name
+        assert getattr(settings_from_env(env), f"{role}_addrs") == [address], name
         seen.add(obj["metadata"]["labels"].get("app.kubernetes.io/component"))
     assert set(ROLES) <= seen
     policies = kinds(objs, "NetworkPolicy")
-    muc_labels = muc["spec"]["template"]["metadata"]["labels"]
-    for caller in ("router", "presence", "edge", "admin"):
+    role_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    callers = ("router", "presence", "edge", "admin", *(r for r in SHARED_ROLES if r != role))
+    for caller in callers:
         d = named(objs, "Deployment", f"xmppd-{caller}")
         labels = d["spec"]["template"]["metadata"]["labels"]
-        out = _allowed(policies, labels, muc_labels, target, "egress", "to")
-        into = _allowed(policies, muc_labels, labels, target, "ingress", "from")
-        assert out and into, f"{caller} -> muc:{target} allowed by the NetworkPolicies"
+        out = _allowed(policies, labels, role_labels, target, "egress", "to")
+        into = _allowed(policies, role_labels, labels, target, "ingress", "from")
+        assert out and into, f"{caller} -> {role}:{target} allowed by the NetworkPolicies"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -824,7 +848,8 @@ def test_network_policies(overlay: str, built: dict[str, list[Obj]]) -> None:
         assert from_ingress == expected_from_ingress.get(role, set()), role
         if labels.get("app.kubernetes.io/part-of") == "xmppd":
             assert {53, 5432, 6379, *GRPC_PORTS.values()} <= egress, role
-            assert egress <= {53, 5432, 6379, *range(50051, 50056)}, role
+            grpc = range(min(GRPC_PORTS.values()), max(GRPC_PORTS.values()) + 1)
+            assert egress <= {53, 5432, 6379, *grpc}, role
 
 
 def test_kustomizations_reference_existing_files() -> None:

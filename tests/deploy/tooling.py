@@ -199,7 +199,7 @@ TARGET_LABELS = frozenset(
     {"job", "instance", "role", "namespace", "pod", "service", "endpoint", "container"}
 )
 
-ROLES = ("edge", "router", "presence", "muc", "storage", "admin")
+ROLES = ("edge", "router", "presence", "muc", "pubsub", "storage", "admin")
 
 
 @cache

@@ -38,9 +38,10 @@ async def test_disco_info_with_contact_addresses(connect):
     assert fields["FORM_TYPE"] == ["http://jabber.org/network/serverinfo"]
     assert fields["admin-addresses"] == ["mailto:admin@localhost"]
     items = await c.plugin["xep_0030"].get_items(jid="localhost")
-    # the server's own services (XEP-0045 group chat) and no component
+    # the server's own services (XEP-0045 group chat, XEP-0060 pubsub) and no component
     assert {(i[0], i[2]) for i in items["disco_items"]["items"]} == {
-        ("conference.localhost", "Chatrooms")
+        ("conference.localhost", "Chatrooms"),
+        ("pubsub.localhost", "Publish-Subscribe"),
     }
 
 

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services.core.storage import LastActivity, RosterItem, ScramCredentials, Storage
+from services.core.storage import (
+    LastActivity,
+    PubsubItem,
+    RosterItem,
+    ScramCredentials,
+    Storage,
+)
 from services.platform.migrate import migrate
-from services.storage.store import Store, UnknownAccountError
+from services.storage.store import Store, UnknownAccountError, UnknownPubsubNodeError
 from tests.platform import temp_database_url
 
 H = "example.org"
@@ -517,3 +525,244 @@ async def test_muc_rooms_and_history(store: Store) -> None:
     assert await store.get_muc_history(D, "lobby") == []
     assert await store.get_muc_room("conference.other", "lobby") == '{"v":9}'
     await store.delete_muc_room(D, "lobby")  # deleting again is harmless
+
+
+# ------------------------------------------------------------ publish-subscribe
+
+PS = "pubsub.example.org"
+
+
+def pitem(item_id: str, stamp: float = 1.0, payload: bytes | None = None) -> PubsubItem:
+    return PubsubItem(
+        id=item_id,
+        publisher=f"alice@{H}/phone",
+        stamp=stamp,
+        payload=b"<entry>%s</entry>" % item_id.encode() if payload is None else payload,
+    )
+
+
+async def item_ids(store: Store, service: str, node: str, **kw: Any) -> list[str]:
+    return [i.id for i in await store.get_pubsub_items(service, node, **kw)]
+
+
+async def test_pubsub_nodes_state_round_trip(store: Store) -> None:
+    assert await store.pubsub_nodes(PS) == []
+    assert await store.get_pubsub_node(PS, "news") is None
+    state = json.dumps({"config": {"pubsub#title": "Nouvelles ☃"}, "subs": [["a@b", "x"]]})
+    await store.put_pubsub_node(PS, "news", '{"v":1}')
+    await store.put_pubsub_node(PS, "news", state)  # an upsert: one row, the new state
+    await store.put_pubsub_node(PS, "Zeta", "{}")
+    await store.put_pubsub_node(PS, "alpha", "{}")
+    await store.put_pubsub_node("pubsub.example.net", "news", '{"other":true}')
+    assert await store.get_pubsub_node(PS, "news") == state
+    assert json.loads(state) == json.loads(await store.get_pubsub_node(PS, "news") or "")
+    # code point order ("Z" < "a"), whatever the database's collation
+    assert await store.pubsub_nodes(PS) == [("Zeta", "{}"), ("alpha", "{}"), ("news", state)]
+    assert await store.pubsub_nodes("pubsub.example.net") == [("news", '{"other":true}')]
+    assert await store.pubsub_nodes("pubsub.nowhere") == []
+
+
+async def test_pubsub_items_newest_first_and_replace_by_id(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    for n, item_id in enumerate(["a", "b", "c"]):
+        await store.put_pubsub_item(PS, "news", pitem(item_id, 10.0 + n), keep=0)
+    assert await item_ids(store, PS, "news") == ["c", "b", "a"]
+    # publishing "a" again replaces it, and it becomes the newest
+    new_a = pitem("a", 20.0, b"<entry>a, again</entry>")
+    await store.put_pubsub_item(PS, "news", new_a, keep=0)
+    items = await store.get_pubsub_items(PS, "news")
+    assert [i.id for i in items] == ["a", "c", "b"]
+    assert items[0] == new_a  # every field stored, the old payload gone
+    assert items[1] == pitem("c", 12.0)
+    # an empty payload round-trips as b""
+    await store.put_pubsub_item(PS, "news", pitem("empty", 21.0, b""), keep=0)
+    assert (await store.get_pubsub_items(PS, "news", ids=["empty"]))[0].payload == b""
+    # an item id is per node
+    await store.put_pubsub_node(PS, "other", "{}")
+    await store.put_pubsub_item(PS, "other", pitem("b", 30.0), keep=0)
+    assert await item_ids(store, PS, "news") == ["empty", "a", "c", "b"]
+    assert await item_ids(store, PS, "other") == ["b"]
+
+
+async def test_pubsub_items_trimmed_to_keep(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    await store.put_pubsub_node(PS, "other", "{}")
+    await store.put_pubsub_item(PS, "other", pitem("o1"), keep=0)
+    for n in range(5):
+        await store.put_pubsub_item(PS, "news", pitem(f"i{n}", float(n)), keep=3)
+    assert await item_ids(store, PS, "news") == ["i4", "i3", "i2"]
+    # a republished id is the newest, so trimming keeps it and drops the oldest
+    await store.put_pubsub_item(PS, "news", pitem("i2", 9.0), keep=3)
+    assert await item_ids(store, PS, "news") == ["i2", "i4", "i3"]
+    await store.put_pubsub_item(PS, "news", pitem("i5", 10.0), keep=3)
+    assert await item_ids(store, PS, "news") == ["i5", "i2", "i4"]
+    # PEP's usual max_items=1: the last one only
+    await store.put_pubsub_item(PS, "news", pitem("i6", 11.0), keep=1)
+    assert await item_ids(store, PS, "news") == ["i6"]
+    # keep <= 0: no limit
+    for n in range(7, 10):
+        await store.put_pubsub_item(PS, "news", pitem(f"i{n}", float(n)), keep=-1)
+    assert await item_ids(store, PS, "news") == ["i9", "i8", "i7", "i6"]
+    # trimming is per node
+    assert await item_ids(store, PS, "other") == ["o1"]
+
+
+async def test_pubsub_items_ids_and_limit(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    for n in range(6):
+        await store.put_pubsub_item(PS, "news", pitem(f"i{n}", float(n)), keep=0)
+    assert await item_ids(store, PS, "news", limit=2) == ["i5", "i4"]
+    assert await item_ids(store, PS, "news", limit=100) == [f"i{n}" for n in range(5, -1, -1)]
+    assert await item_ids(store, PS, "news", limit=0) == []
+    # only those asked for, newest first whatever the order asked, each once
+    asked = ["i1", "i4", "gone", "i1", "i2"]
+    assert await item_ids(store, PS, "news", ids=asked) == ["i4", "i2", "i1"]
+    assert await item_ids(store, PS, "news", ids=asked, limit=2) == ["i4", "i2"]
+    assert await item_ids(store, PS, "news", ids=[]) == []
+    assert await item_ids(store, PS, "news", ids=["gone"]) == []
+    items = await store.get_pubsub_items(PS, "news", ids=["i3"])
+    assert items == [pitem("i3", 3.0)]
+    # more ids than one statement takes (chunks) still come back newest first
+    many = [f"x{n}" for n in range(1200)] + ["i0", "i5"]
+    assert await item_ids(store, PS, "news", ids=many) == ["i5", "i0"]
+    # unknown nodes and services hold nothing
+    assert await store.get_pubsub_items(PS, "nothing") == []
+    assert await store.get_pubsub_items("pubsub.nowhere", "news", ids=["i1"]) == []
+
+
+async def test_put_pubsub_item_needs_the_node(store: Store) -> None:
+    with pytest.raises(UnknownPubsubNodeError) as err:
+        await store.put_pubsub_item(PS, "missing", pitem("a"), keep=0)
+    assert isinstance(err.value, LookupError)
+    assert (err.value.service, err.value.node) == (PS, "missing")
+    assert await store.get_pubsub_items(PS, "missing") == []
+    assert await store.get_pubsub_node(PS, "missing") is None  # not created either
+    # a node of that name on another service does not count
+    await store.put_pubsub_node("pubsub.example.net", "missing", "{}")
+    with pytest.raises(UnknownPubsubNodeError):
+        await store.put_pubsub_item(PS, "missing", pitem("a"), keep=0)
+
+
+async def test_pubsub_concurrent_publishes_to_one_node(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    # the same ids from many writers at once: no unique-index collision, and
+    # trimming leaves exactly ``keep`` (PostgreSQL: several pool connections)
+    await asyncio.gather(
+        *(
+            store.put_pubsub_item(PS, "news", pitem(f"i{n % 4}", float(n)), keep=3)
+            for n in range(24)
+        )
+    )
+    ids = await item_ids(store, PS, "news")
+    assert len(ids) == 3 and len(set(ids)) == 3
+
+
+async def test_delete_pubsub_items(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    await store.put_pubsub_node(PS, "other", "{}")
+    for item_id in ("a", "b", "c", "d"):
+        await store.put_pubsub_item(PS, "news", pitem(item_id), keep=0)
+    await store.put_pubsub_item(PS, "other", pitem("a"), keep=0)
+    # the ids that were there, in the order asked, each once
+    assert await store.delete_pubsub_items(PS, "news", ["c", "gone", "a", "c"]) == ["c", "a"]
+    assert await item_ids(store, PS, "news") == ["d", "b"]
+    assert await store.delete_pubsub_items(PS, "news", ["a"]) == []  # deleted already
+    assert await store.delete_pubsub_items(PS, "news", []) == []
+    assert await store.delete_pubsub_items(PS, "nothing", ["b"]) == []
+    assert await item_ids(store, PS, "other") == ["a"]  # other nodes untouched
+    many = [f"x{n}" for n in range(1200)] + ["b"]
+    assert await store.delete_pubsub_items(PS, "news", many) == ["b"]
+    assert await item_ids(store, PS, "news") == ["d"]
+
+
+async def test_purge_and_expire_pubsub_items(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    await store.put_pubsub_node(PS, "other", "{}")
+    for n in range(5):
+        await store.put_pubsub_item(PS, "news", pitem(f"i{n}", 100.0 + n), keep=0)
+    await store.put_pubsub_item(PS, "other", pitem("old", 1.0), keep=0)
+    # strictly before: the item stamped 102.0 stays
+    assert await store.expire_pubsub_items(PS, "news", 102.0) == 2
+    assert await item_ids(store, PS, "news") == ["i4", "i3", "i2"]
+    assert await store.expire_pubsub_items(PS, "news", 102.0) == 0
+    assert await store.expire_pubsub_items(PS, "nothing", 1e12) == 0
+    assert await item_ids(store, PS, "other") == ["old"]  # per node
+    await store.purge_pubsub_node(PS, "news")
+    assert await store.get_pubsub_items(PS, "news") == []
+    assert await store.get_pubsub_node(PS, "news") == "{}"  # the node stays
+    assert await item_ids(store, PS, "other") == ["old"]
+    await store.purge_pubsub_node(PS, "nothing")  # harmless
+    # a purged node takes new items
+    await store.put_pubsub_item(PS, "news", pitem("fresh"), keep=1)
+    assert await item_ids(store, PS, "news") == ["fresh"]
+
+
+async def test_delete_pubsub_node_takes_its_items(store: Store) -> None:
+    await store.put_pubsub_node(PS, "news", "{}")
+    await store.put_pubsub_node(PS, "other", '{"o":1}')
+    for item_id in ("a", "b"):
+        await store.put_pubsub_item(PS, "news", pitem(item_id), keep=0)
+        await store.put_pubsub_item(PS, "other", pitem(item_id), keep=0)
+    assert await store.delete_pubsub_node(PS, "news") is True
+    assert await store.delete_pubsub_node(PS, "news") is False
+    assert await store.delete_pubsub_node(PS, "never") is False
+    assert await store.get_pubsub_node(PS, "news") is None
+    assert await store.get_pubsub_items(PS, "news") == []
+    n = await store.db.fetchval(
+        "SELECT COUNT(*) FROM pubsub_items WHERE service = $1 AND node = $2", PS, "news"
+    )
+    assert n == 0
+    assert await store.pubsub_nodes(PS) == [("other", '{"o":1}')]
+    assert await item_ids(store, PS, "other") == ["b", "a"]
+    # a node made again under the same name starts empty
+    await store.put_pubsub_node(PS, "news", "{}")
+    assert await store.get_pubsub_items(PS, "news") == []
+
+
+async def test_pubsub_items_cascade_with_their_node(store: Store) -> None:
+    # the schema's own guarantee, whatever deletes the node row
+    await store.put_pubsub_node(PS, "news", "{}")
+    await store.put_pubsub_item(PS, "news", pitem("a"), keep=0)
+    await store.db.execute("DELETE FROM pubsub_nodes WHERE service = $1", PS)
+    assert await store.db.fetchval("SELECT COUNT(*) FROM pubsub_items") == 0
+
+
+async def test_delete_pubsub_service(store: Store) -> None:
+    other = "pubsub.example.net"
+    for service in (PS, other):
+        for node in ("n1", "n2"):
+            await store.put_pubsub_node(service, node, "{}")
+            await store.put_pubsub_item(service, node, pitem("a"), keep=0)
+    await store.delete_pubsub_service(PS)
+    assert await store.pubsub_nodes(PS) == []
+    assert await store.get_pubsub_items(PS, "n1") == []
+    n = await store.db.fetchval("SELECT COUNT(*) FROM pubsub_items WHERE service = $1", PS)
+    assert n == 0
+    assert await store.pubsub_nodes(other) == [("n1", "{}"), ("n2", "{}")]
+    assert await item_ids(store, other, "n2") == ["a"]
+    await store.delete_pubsub_service(PS)  # harmless
+    await store.delete_pubsub_service("pubsub.nowhere")
+
+
+async def test_delete_account_removes_its_pep_service_only(store: Store) -> None:
+    alice, bob, alice_elsewhere = f"alice@{H}", f"bob@{H}", f"alice@{OTHER_HOST}"
+    for name in ("alice", "bob"):
+        assert await store.create_account(H, name, [creds()])
+    assert await store.create_account(OTHER_HOST, "alice", [creds()])
+    for service in (alice, bob, alice_elsewhere, PS):
+        for node in ("urn:xmpp:avatar:data", "urn:xmpp:microblog:0"):
+            await store.put_pubsub_node(service, node, "{}")
+            await store.put_pubsub_item(service, node, pitem("current"), keep=1)
+    # a pubsub node that happens to be named like the user is not theirs
+    await store.put_pubsub_node(PS, alice, "{}")
+
+    assert await store.delete_account(H, "alice")
+    assert await store.pubsub_nodes(alice) == []
+    assert await store.get_pubsub_items(alice, "urn:xmpp:avatar:data") == []
+    n = await store.db.fetchval("SELECT COUNT(*) FROM pubsub_items WHERE service = $1", alice)
+    assert n == 0
+    for service in (bob, alice_elsewhere):
+        assert len(await store.pubsub_nodes(service)) == 2, service
+        assert await item_ids(store, service, "urn:xmpp:microblog:0") == ["current"]
+    assert len(await store.pubsub_nodes(PS)) == 3
+    assert await item_ids(store, PS, "urn:xmpp:avatar:data") == ["current"]
