@@ -190,3 +190,52 @@ async def test_node_limit_is_per_user_on_a_domain(server_factory: Any, connect: 
         await alice.plugin["xep_0060"].create_node(SERVICE, f"a2-{tag}", timeout=5)
     assert exc.value.condition == "not-allowed" and "max-nodes-exceeded" in _app(exc.value)
     await bob.plugin["xep_0060"].create_node(SERVICE, f"b0-{tag}", timeout=5)
+
+
+async def test_authorize_model_waits_for_the_owner(connect: Any, node: str) -> None:
+    """XEP-0060 6.1.4 and 8.6: on an authorize node a subscription is
+    pending until the owner approves it with the form the service sent."""
+    alice = await connect("alice@localhost/a", plugins=PLUGINS)
+    bob = await connect("bob@localhost/b", plugins=PLUGINS)
+    form = alice.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=f"{PUBSUB}#node_config")
+    form.add_field(var="pubsub#access_model", value="authorize")
+    await alice.plugin["xep_0060"].create_node(SERVICE, node, config=form, timeout=5)
+    sub = await bob.plugin["xep_0060"].subscribe(SERVICE, node, timeout=5)
+    assert sub.xml.find(f".//{{{PUBSUB}}}subscription").get("subscription") == "pending"
+    # the owner gets the authorization request (a message with a form)
+    while True:
+        m = await alice.next_message(5)
+        x = m.xml.find("{jabber:x:data}x")
+        if x is not None:
+            break
+    fields = {f.get("var"): f for f in x.iter("{jabber:x:data}field")}
+    assert (
+        fields["FORM_TYPE"].findtext("{jabber:x:data}value") == f"{PUBSUB}#subscribe_authorization"
+    )
+    assert (
+        fields["pubsub#subscriber_jid"].findtext("{jabber:x:data}value").startswith("bob@localhost")
+    )
+    # alice allows it: bob is told he is subscribed, and gets the next item
+    answer = alice.Message()
+    answer["to"] = SERVICE
+    reply = ET.Element("{jabber:x:data}x", type="submit")
+    for var in ("FORM_TYPE", "pubsub#node", "pubsub#subscriber_jid", "pubsub#subid"):
+        if var in fields:
+            f = ET.SubElement(reply, "{jabber:x:data}field", var=var)
+            ET.SubElement(f, "{jabber:x:data}value").text = fields[var].findtext(
+                "{jabber:x:data}value"
+            )
+    f = ET.SubElement(reply, "{jabber:x:data}field", var="pubsub#allow")
+    ET.SubElement(f, "{jabber:x:data}value").text = "true"
+    answer.append(reply)
+    answer.send()
+    while True:
+        m = await bob.next_message(5)
+        s = m.xml.find(f"{{{EVENT}}}event/{{{EVENT}}}subscription")
+        if s is not None:
+            assert s.get("subscription") == "subscribed"
+            break
+    await alice.plugin["xep_0060"].publish(SERVICE, node, id="x", payload=_entry("hi"), timeout=5)
+    got = await _event(bob, node)
+    assert got.xml.find(f".//{{{EVENT}}}item").get("id") == "x"
