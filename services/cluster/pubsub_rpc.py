@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.pubsub import NodeSummary, Pubsub, node_key
+from ..core.pubsub import NodeSummary, Pubsub, node_key, request_key
 from ..core.routing import Envelope
 from ..xmpp.jid import JID
 from .leases import KeyedClient
@@ -22,7 +22,6 @@ PUBSUB_IDEMPOTENT: dict[str, bool] = {
     # the last items sent twice: a client sees a notification again, which
     # XEP-0163 clients take as the same state (the same item id)
     "available": True,
-    "unavailable": True,
     # the stores end up the same; subscribers may be notified twice
     "legacy_bookmarks": True,
     "vcard_changed": True,
@@ -49,12 +48,7 @@ def _key(args: tuple[Any, ...]) -> str | None:
     if not isinstance(first, JID):
         return None
     if len(args) > 1 and isinstance(args[1], Envelope):
-        el = args[1].tree()
-        payload = el[0] if len(el) else None
-        node = payload[0].get("node") if payload is not None and len(payload) else None
-        if node is None and payload is not None:
-            node = payload.get("node")
-        return node_key(first, node)
+        return request_key(first, args[1])
     if len(args) > 1 and isinstance(args[1], str):
         return node_key(first, args[1])
     return node_key(first, None)
@@ -76,9 +70,6 @@ class PubsubClient(KeyedClient):
 
     async def available(self, jid: JID, presence: bytes) -> None:
         return await self._call(Pubsub.available, jid, presence)
-
-    async def unavailable(self, jid: JID) -> None:
-        return await self._call(Pubsub.unavailable, jid)
 
     async def legacy_bookmarks(self, user: JID, storage: bytes) -> None:
         return await self._call(Pubsub.legacy_bookmarks, user, storage)

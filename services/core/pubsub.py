@@ -17,7 +17,15 @@ from .routing import Envelope
 if TYPE_CHECKING:
     from .feature import Context
 
-__all__ = ["CONTRACT", "NodeOwnership", "NodeSummary", "Pubsub", "node_key", "pubsub_of"]
+__all__ = [
+    "CONTRACT",
+    "NodeOwnership",
+    "NodeSummary",
+    "Pubsub",
+    "node_key",
+    "pubsub_of",
+    "request_key",
+]
 
 #: the name the Pubsub service is registered under in a router's contracts
 CONTRACT = "pubsub"
@@ -51,6 +59,18 @@ def node_key(service: JID, node: str | None) -> str:
     return f"{service.bare}#{node}"
 
 
+def request_key(service: JID, env: Envelope) -> str:
+    """The placement key of a stanza to ``service``: the node its request
+    names (on the pubsub verb, or on a disco query). Callers and replicas
+    both place a request by it."""
+    el = env.tree()
+    payload = el[0] if env.kind == "iq" and len(el) else None
+    node = None
+    if payload is not None:
+        node = payload[0].get("node") if len(payload) else payload.get("node")
+    return node_key(service, node)
+
+
 class Pubsub(Protocol):
     async def route(self, service: JID, env: Envelope) -> None:
         """A stanza to ``service`` (a pubsub domain, or an account's bare JID
@@ -62,10 +82,6 @@ class Pubsub(Protocol):
         """A local session ``jid`` sent available presence (``presence``, with
         its XEP-0115 caps): PEP sends it the last items of the nodes it asks
         for (+notify) among those of its contacts it may see (XEP-0163 6.3)."""
-        ...
-
-    async def unavailable(self, jid: JID) -> None:
-        """The session ``jid`` ended (no more PEP notifications for it)."""
         ...
 
     async def legacy_bookmarks(self, user: JID, storage: bytes) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from lxml import etree
 
-from ..core.pubsub import NodeSummary, node_key, pubsub_of
+from ..core.pubsub import NodeSummary, node_key, pubsub_of, request_key
 from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp import stanza as st
@@ -136,11 +136,8 @@ class PubsubHost:
             raise StanzaError(StanzaCondition.SERVICE_UNAVAILABLE, "no such pubsub service")
         el = env.tree()
         payload = el[0] if env.kind == "iq" and len(el) else None
-        key = node_key(service, payload.get("node") if payload is not None else None)
-        if payload is not None and len(payload):
-            key = node_key(service, payload[0].get("node"))
         await self._held(
-            key,
+            request_key(service, env),
             lambda: self._route(service, env, el, payload),
             lambda other: other.route(service, env),
         )
@@ -409,9 +406,6 @@ class PubsubHost:
             if owner.local is None or not self.ctx.is_local(owner.domain):
                 continue  # remote PEP services send their own (federation)
             await self._last_items(owner, jid, wanted)
-
-    async def unavailable(self, jid: JID) -> None:
-        return None  # nothing kept per session (caps are per ver)
 
     async def nodes(self, service: JID) -> list[NodeSummary]:
         service = service.bare
