@@ -28,7 +28,7 @@ from ..core.muc import AFFILIATIONS, Muc, RoomSummary
 from ..core.pubsub import NodeSummary, Pubsub
 from ..core.routing import Edges, Session, SessionRegistry
 from ..core.storage import RosterItem, Storage
-from ..features.vcard import MAX_VCARD_BYTES
+from ..features.vcard import MAX_VCARD_BYTES, PHOTO_CACHE
 from ..security.throttle import AuthThrottle, Block
 from ..xmpp import ns
 from ..xmpp import stanza as st
@@ -541,6 +541,10 @@ async def set_vcard(ctx: AdminContext, jid: str, vcard: str) -> dict[str, Any]:
         raise CommandError("too-large", f"vCard larger than {MAX_VCARD_BYTES} bytes")
     await _require_account(ctx, j)
     await ctx.storage.set_vcard(j.domain, _local(j), data)
+    if ctx.router is not None:  # the hash in the user's presence (XEP-0153)
+        ctx.router.cache(PHOTO_CACHE).invalidate(j)
+    if ctx.pubsub is not None:  # and the PEP avatar (XEP-0398)
+        await ctx.pubsub.vcard_changed(j, data)
     return {"jid": str(j), "vcard": data.decode()}
 
 

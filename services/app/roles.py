@@ -210,6 +210,17 @@ async def _router_core(
             router.blocks.forget(JID.parse(ev["jid"]))
 
     bus.on("blocks", forget)
+
+    def publish_cached(name: str, jid: JID) -> None:
+        asyncio.get_running_loop().create_task(bus.publish("cache", name=name, jid=str(jid)))
+
+    router.caches.subscribe(publish_cached)
+
+    def forget_cached(ev: dict[str, Any]) -> None:
+        jid = ev["jid"]
+        router.caches.forget(ev["name"], None if jid == "*" else JID.parse(jid))
+
+    bus.on("cache", forget_cached)
     # presence reads sessions, changes them and writes them back: fresh gets there
     registry.attach_bus(bus, cache_gets=role != "presence")
     await bus.start()

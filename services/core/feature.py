@@ -64,6 +64,7 @@ __all__ = [
     "FeatureError",
     "FeatureSet",
     "IQHandler",
+    "UserCache",
 ]
 
 
@@ -73,6 +74,19 @@ class BlockLists(Protocol):
     async def blocks(self, user: JID, other: JID) -> bool: ...
     def invalidate(self, user: JID) -> None: ...  # changed here: tell every process
     def forget(self, user: JID) -> None: ...  # changed elsewhere: drop the local copy
+
+
+class UserCache(Protocol):
+    """A per-user value a feature derives from storage and needs on a hot
+    path (the hash of a vCard photo for each available presence), kept in
+    every process that asked for it; a change made anywhere drops every
+    copy (in a cluster through the event bus)."""
+
+    async def get(
+        self, user: JID, load: Callable[[], Awaitable[str | None]]
+    ) -> str | None: ...  # ``load()`` on a miss; what it returns is kept
+
+    def invalidate(self, user: JID) -> None: ...  # changed here: tell every process
 
 
 class Context(Protocol):
@@ -115,6 +129,11 @@ class Context(Protocol):
 
     async def service_domains(self) -> list[tuple[str, str]]:
         """(domain, name) of the services and components this server routes to."""
+        ...
+
+    def cache(self, name: str) -> UserCache:
+        """The per-user cache named ``name`` (made on first use): how a
+        feature keeps a derived value without the router knowing it."""
         ...
 
     def contract(self, name: str) -> object:

@@ -48,6 +48,7 @@ XEP_TITLES: dict[str, str] = {
     "XEP-0048": "Bookmarks (in private XML storage)",
     "XEP-0049": "Private XML Storage",
     "XEP-0054": "vcard-temp",
+    "XEP-0153": "vCard-Based Avatars",
     "XEP-0077": "In-Band Registration",
     "XEP-0082": "XMPP Date and Time Profiles",
     "XEP-0083": "Nested Roster Groups (in private XML storage)",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
-import hashlib
 
 from lxml import etree
+
+from ..xmpp.vcard_photo import sha1
 
 DATA = "urn:xmpp:avatar:data"
 METADATA = "urn:xmpp:avatar:metadata"
@@ -26,26 +27,6 @@ OPTIONS = {"pubsub#persist_items": "true", "pubsub#access_model": "open"}
 
 def _q(ns: str, local: str) -> str:
     return f"{{{ns}}}{local}"
-
-
-def photo_of(vcard: etree._Element) -> tuple[bytes, str] | None:
-    """(image, type) of a vCard's embedded photo."""
-    photo = vcard.find(_q(VCARD, "PHOTO"))
-    if photo is None:
-        return None
-    raw = "".join((photo.findtext(_q(VCARD, "BINVAL")) or "").split())
-    if not raw:
-        return None
-    try:
-        image = base64.b64decode(raw, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return image, (photo.findtext(_q(VCARD, "TYPE")) or "image/png").strip()
-
-
-def sha1(image: bytes) -> str:
-    # XEP-0084 names SHA-1 for item ids: an identifier, not a security measure
-    return hashlib.sha1(image).hexdigest()
 
 
 def pep_items(image: bytes, mime: str) -> tuple[str, etree._Element, etree._Element]:

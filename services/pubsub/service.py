@@ -30,11 +30,13 @@ from lxml import etree
 
 from ..core.pubsub import NodeSummary, node_key, pubsub_of, request_key
 from ..core.routing import Envelope
+from ..features.vcard import PHOTO_CACHE
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
 from ..xmpp.tree import parse_element
+from ..xmpp.vcard_photo import photo_of
 from . import avatars, bookmarks, caps, persist
 from .engine import Effects, Notification, PubsubService, Viewer
 from .node import PUBLISH_OPTIONS, PUBSUB, PUBSUB_OWNER, Limits, Node, default_config
@@ -219,7 +221,7 @@ class PubsubHost:
         await self._held(node_key(user, None), here, lambda other: other.vcard_changed(user, vcard))
 
     async def _vcard_to_avatar(self, owner: JID, vcard: etree._Element) -> None:
-        photo = avatars.photo_of(vcard)
+        photo = photo_of(vcard)
         engine = self._engine(owner)
         await self._load(engine, [avatars.METADATA], items=True)
         meta = engine.nodes.get(avatars.METADATA)
@@ -267,11 +269,12 @@ class PubsubHost:
         stored = await self.ctx.storage.get_vcard(owner.domain, owner.local)
         vcard = parse_element(stored) if stored else None
         if vcard is not None:
-            had = avatars.photo_of(vcard)
+            had = photo_of(vcard)
             if (had[0] if had else None) == image:
                 return
         new = avatars.with_photo(vcard, image, mime)
         await self.ctx.storage.set_vcard(owner.domain, owner.local, etree.tostring(new))
+        self.ctx.cache(PHOTO_CACHE).invalidate(owner)
 
     # ---- bookmarks in three stores (XEP-0411, XEP-0402 8.1) ----------------------------
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from ..core.feature import NO_REPLY, FeatureSet, IQHandler
+from ..core.feature import NO_REPLY, FeatureSet, IQHandler, UserCache
 from ..core.presence import Presence
 from ..core.routing import EdgeLink, Edges, Envelope, LocalEdges, Session, SessionRegistry
 from ..core.storage import Storage
@@ -25,6 +25,7 @@ from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError, stanza_error_reply
 from ..xmpp.jid import JID
 from .blocking import BlockCache
+from .caches import UserCaches
 from .domains import ComponentDirectory, DomainRegistry, LocalComponents, RemoteDomains
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class RouterService:
         self.started_at = time.time()
         self.edges: Edges = edges if edges is not None else LocalEdges()
         self.blocks = BlockCache(storage)
+        self.caches = UserCaches()
         self.domains = DomainRegistry(
             components if components is not None else LocalComponents(),
             settings.component_domains(),
@@ -128,6 +130,9 @@ class RouterService:
 
     async def service_domains(self) -> list[tuple[str, str]]:
         return self.domains.listed()
+
+    def cache(self, name: str) -> UserCache:
+        return self.caches.get(name)
 
     def contract(self, name: str) -> object:
         impl = self.contracts.get(name)

@@ -27,6 +27,7 @@ IDLE: Final = "urn:xmpp:idle:1"
 REGISTER: Final = "jabber:iq:register"
 REGISTER_FEATURE: Final = "http://jabber.org/features/iq-register"
 VCARD: Final = "vcard-temp"
+VCARD_UPDATE: Final = "vcard-temp:x:update"  # XEP-0153
 PRIVATE: Final = "jabber:iq:private"
 BLOCKING: Final = "urn:xmpp:blocking"
 BLOCKING_ERRORS: Final = "urn:xmpp:blocking:errors"

@@ -254,3 +254,25 @@ async def test_vcard_set_by_api_is_served_over_xmpp(
     b = await connect("bob@localhost/b", plugins=("xep_0030", "xep_0054"))
     iq = await b.plugin["xep_0054"].get_vcard("alice@localhost", local=False, cached=False)
     assert iq["vcard_temp"]["FN"] == "Alice Ærø"
+
+
+async def test_vcard_photo_set_by_api_is_in_the_next_presence(
+    api: httpx.AsyncClient, connect: Connect
+) -> None:
+    """The presence hash (XEP-0153) follows a photo the operator sets: the
+    API drops the hash the router cached at the user's first presence."""
+    import base64
+    import hashlib
+
+    a = await connect("alice@localhost/a")  # its initial presence cached "no vCard"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+    vcard = (
+        "<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+        f"<BINVAL>{base64.b64encode(png).decode()}</BINVAL></PHOTO></vCard>"
+    )
+    assert (await api.put("/users/alice@localhost/vcard", json={"vcard": vcard})).status_code == 200
+    a.send_presence(pstatus="after")
+    echo = await a.next_presence(pred=lambda p: p["status"] == "after")
+    assert echo.xml.findtext("{vcard-temp:x:update}x/{vcard-temp:x:update}photo") == (
+        hashlib.sha1(png).hexdigest()
+    )

@@ -107,6 +107,22 @@ async def _publish(c: Any, node: str, payload: Any, item: str | None = None, **o
     )
 
 
+async def _publish_avatar(c: Any, size: int = 48) -> tuple[bytes, str]:
+    """Publish a fresh XEP-0084 avatar (data, then metadata); (image, SHA-1)."""
+    import base64
+    import hashlib
+
+    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(size)
+    sha = hashlib.sha1(png).hexdigest()
+    data = ET.Element(f"{{{AVATAR_DATA}}}data")
+    data.text = base64.b64encode(png).decode()
+    await _publish(c, AVATAR_DATA, data, item=sha)
+    meta = ET.Element(f"{{{AVATAR_META}}}metadata")
+    ET.SubElement(meta, f"{{{AVATAR_META}}}info", id=sha, bytes=str(len(png)), type="image/png")
+    await _publish(c, AVATAR_META, meta, item=sha)
+    return png, sha
+
+
 async def test_nickname_goes_to_contacts_that_ask_for_it(connect: Any) -> None:
     alice = await _client(connect, "alice@localhost/a")
     bob = await _client(connect, "bob@localhost/b", notify=(NICK,))
@@ -202,16 +218,8 @@ async def test_avatar_metadata_and_data(connect: Any) -> None:
     bob = await _client(connect, "bob@localhost/b", notify=(AVATAR_META,))
     await _subscribe_both(alice, bob)
     import base64
-    import hashlib
 
-    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(64)
-    sha = hashlib.sha1(png).hexdigest()
-    data = ET.Element(f"{{{AVATAR_DATA}}}data")
-    data.text = base64.b64encode(png).decode()
-    await _publish(alice, AVATAR_DATA, data, item=sha)
-    meta = ET.Element(f"{{{AVATAR_META}}}metadata")
-    ET.SubElement(meta, f"{{{AVATAR_META}}}info", id=sha, bytes=str(len(png)), type="image/png")
-    await _publish(alice, AVATAR_META, meta, item=sha)
+    png, sha = await _publish_avatar(alice, 64)
     m = await _event(bob, AVATAR_META)
     assert m.xml.find(f".//{{{AVATAR_META}}}info").get("id") == sha
     got = await bob.plugin["xep_0060"].get_items(
@@ -300,16 +308,100 @@ async def test_avatar_is_one_picture_in_two_stores(connect: Any) -> None:
     )
     assert base64.b64decode(got.xml.findtext(f".//{{{AVATAR_DATA}}}data")) == png
     # the other way: a new PEP avatar is the vCard's photo, the rest of the vCard kept
-    png2 = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(48)
-    sha2 = hashlib.sha1(png2).hexdigest()
-    data = ET.Element(f"{{{AVATAR_DATA}}}data")
-    data.text = base64.b64encode(png2).decode()
-    await _publish(alice, AVATAR_DATA, data, item=sha2)
-    meta = ET.Element(f"{{{AVATAR_META}}}metadata")
-    ET.SubElement(meta, f"{{{AVATAR_META}}}info", id=sha2, bytes=str(len(png2)), type="image/png")
-    await _publish(alice, AVATAR_META, meta, item=sha2)
+    png2, _ = await _publish_avatar(alice)
     get = bob.make_iq_get(ito="alice@localhost")
     ET.SubElement(get.xml, "{vcard-temp}vCard")
     card = await get.send(timeout=5)
     assert card.xml.findtext(".//{vcard-temp}FN") == "Alice"
     assert base64.b64decode(card.xml.findtext(".//{vcard-temp}BINVAL")) == png2
+
+
+UPDATE = "vcard-temp:x:update"
+
+
+def _photo(p: Any) -> str | None:
+    """The XEP-0153 hash a presence carries: None without ``<x/>``, "" for
+    ``<photo/>`` (no avatar)."""
+    x = p.xml.find(f"{{{UPDATE}}}x")
+    if x is None:
+        return None
+    photos = x.findall(f"{{{UPDATE}}}photo")
+    assert len(photos) == 1, "one photo element"
+    return photos[0].text or ""
+
+
+async def test_presence_carries_the_vcard_photo_hash(connect: Any) -> None:
+    """XEP-0153 / XEP-0398 section 4: the server puts the hash of the
+    sender's vCard photo in each available presence (broadcast and
+    directed: a group chat join), follows a photo changed through the vCard
+    or through a PEP avatar (written by the pubsub service, in another
+    process in the cluster), and leaves a client's explicit "no avatar"
+    alone."""
+    import base64
+    import hashlib
+
+    alice = await _client(connect, "alice@localhost/a")
+    bob = await _client(connect, "bob@localhost/b")
+    await _subscribe_both(alice, bob)
+
+    async def seen_by_bob(**kw: Any) -> Any:
+        show = secrets.token_hex(4)
+        alice.send_presence(pstatus=show, **kw)
+        return await bob.next_presence(pred=lambda p: p["status"] == show)
+
+    # no vCard: nothing added
+    assert _photo(await seen_by_bob()) is None
+    # a vCard without a photo: "no avatar"
+    iq = alice.make_iq_set(ito="alice@localhost")
+    iq.append(ET.fromstring("<vCard xmlns='vcard-temp'><FN>Alice</FN></vCard>"))
+    await iq.send(timeout=5)
+    assert _photo(await seen_by_bob()) == ""
+    # a photo: its SHA-1
+    png = b"\x89PNG\r\n\x1a\n" + secrets.token_bytes(48)
+    iq = alice.make_iq_set(ito="alice@localhost")
+    iq.append(
+        ET.fromstring(
+            "<vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE>"
+            f"<BINVAL>{base64.b64encode(png).decode()}</BINVAL></PHOTO></vCard>"
+        )
+    )
+    await iq.send(timeout=5)
+    assert _photo(await seen_by_bob()) == hashlib.sha1(png).hexdigest()
+    # a client's own stale hash is replaced, its empty <x/> filled
+    stale = ET.fromstring(f"<x xmlns='{UPDATE}'><photo>{'0' * 40}</photo></x>")
+    p = alice.make_presence(pstatus="stale")
+    p.append(stale)
+    p.send()
+    got = await bob.next_presence(pred=lambda p: p["status"] == "stale")
+    assert _photo(got) == hashlib.sha1(png).hexdigest()
+    p = alice.make_presence(pstatus="not-ready")
+    p.append(ET.fromstring(f"<x xmlns='{UPDATE}'/>"))
+    p.send()
+    got = await bob.next_presence(pred=lambda p: p["status"] == "not-ready")
+    assert _photo(got) == hashlib.sha1(png).hexdigest()
+    # an explicit "no avatar" from the client is kept
+    p = alice.make_presence(pstatus="none")
+    p.append(ET.fromstring(f"<x xmlns='{UPDATE}'><photo/></x>"))
+    p.send()
+    assert _photo(await bob.next_presence(pred=lambda p: p["status"] == "none")) == ""
+    # a PEP avatar becomes the photo: the next presence has its hash
+    _, sha2 = await _publish_avatar(alice)
+
+    async def has_new_hash() -> bool:
+        # the cache of another process learns of the change over the event bus
+        return _photo(await seen_by_bob()) == sha2
+
+    await wait_until(has_new_hash, what="the PEP avatar's hash in presence")
+    # a directed presence (a group chat join) carries it too
+    room = f"r{secrets.token_hex(4)}@conference.localhost"
+    alice.send_presence(pto=f"{room}/alice")
+    echo = await alice.next_presence(
+        timeout=10, pred=lambda p: p["from"] == f"{room}/alice" and p["type"] != "error"
+    )
+    assert _photo(echo) == sha2
+    # unavailable presence gets nothing
+    alice.send_presence(pto=f"{room}/alice", ptype="unavailable")
+    gone = await alice.next_presence(
+        timeout=10, pred=lambda p: p["from"] == f"{room}/alice" and p["type"] == "unavailable"
+    )
+    assert _photo(gone) is None
