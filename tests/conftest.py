@@ -351,20 +351,28 @@ class Raw:
         await self.expect(b"<proceed[^>]*/>")
         await self.writer.start_tls(client_ssl_context())
 
-    async def login(
-        self, user: str = "alice", password: str = PASSWORD, resource: str = "raw"
-    ) -> str:
-        """STARTTLS, SASL PLAIN, bind; returns the bound full JID."""
+    async def authenticate(
+        self, user: str = "alice", password: str = PASSWORD
+    ) -> tuple[bytes, bytes]:
+        """STARTTLS and SASL PLAIN, no bind: the stream features offered
+        before and after authentication."""
         await self.starttls()
         self.header()
-        await self.expect(b"</stream:features>")
+        before = await self.expect(b"</stream:features>")
         token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
         self.send(
             f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
         )
         await self.expect(rb"<success[^>]*(/>|>[^<]*</success>)")
         self.header()
-        await self.expect(b"</stream:features>")
+        after = await self.expect(b"</stream:features>")
+        return before, after
+
+    async def login(
+        self, user: str = "alice", password: str = PASSWORD, resource: str = "raw"
+    ) -> str:
+        """STARTTLS, SASL PLAIN, bind; returns the bound full JID."""
+        await self.authenticate(user, password)
         self.send(
             "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
             f"<resource>{resource}</resource></bind></iq>"

@@ -17,9 +17,13 @@ from ..core.pubsub import NodeSummary
 from ..core.routing import Envelope, Session
 from ..core.storage import (
     Account,
+    ArchivedMessage,
+    ArchivePage,
+    ArchiveQuery,
     LastActivity,
     OfflineMessage,
     PubsubItem,
+    PushRegistration,
     RosterItem,
     ScramCredentials,
 )
@@ -31,9 +35,13 @@ _TYPES: dict[str, type[Any]] = {
         Session,
         Envelope,
         Account,
+        ArchivedMessage,
+        ArchivePage,
+        ArchiveQuery,
         LastActivity,
         OfflineMessage,
         PubsubItem,
+        PushRegistration,
         RosterItem,
         ScramCredentials,
         RoomSummary,

@@ -72,6 +72,8 @@ class DirectRouter:
         self._inflight: dict[JID, set[asyncio.Future[bool]]] = {}
         # sender -> failed direct deliveries on their way to a router
         self._falling: dict[JID, set[asyncio.Task[None]]] = {}
+        # message observers running after direct deliveries (kept referenced)
+        self._after: set[asyncio.Task[None]] = set()
 
     # ---- the Router contract ---------------------------------------------------
 
@@ -103,6 +105,10 @@ class DirectRouter:
                 hook(self.local, env)
         if not trusted and not self.remote.busy(env.frm) and env.frm not in self._falling:
             link = await self.local.direct_link(env)
+            if link is not None and env.kind == "message":
+                # the features' message hooks, here as a router would run them
+                await self.local.direct_prepare(env)
+                trusted = True  # run: a fallback to a router must not run them again
             if isinstance(link, EdgeClient):  # acknowledged later, on its stream
                 self._track(env, link.send(env.to, env.data, int(env.t0)))
                 return
@@ -110,6 +116,7 @@ class DirectRouter:
                 if await link.deliver(env.to, env.data):
                     self.metrics.direct_ok.inc()
                     self.metrics.routed(env.t0)
+                    await self.local.direct_delivered(env)
                     return
                 self.metrics.direct_failed.inc()
         # in order behind the sender's direct deliveries in flight, and behind
@@ -125,25 +132,38 @@ class DirectRouter:
     def _track(self, env: Envelope, fut: asyncio.Future[bool]) -> None:
         frm = env.frm
 
+        hooked = env.kind == "message"
+
         def done(f: asyncio.Future[bool]) -> None:
             if not f.cancelled() and f.result():
                 self.metrics.direct_ok.inc()
                 self.metrics.routed(env.t0)
+                if hooked and self.local.features.message_in:
+                    after = asyncio.get_running_loop().create_task(self._delivered(env))
+                    self._after.add(after)
+                    after.add_done_callback(self._after.discard)
                 return
             self.metrics.direct_failed.inc()
-            task = asyncio.get_running_loop().create_task(self._fall_back(env))
+            task = asyncio.get_running_loop().create_task(self._fall_back(env, hooked))
             _hold(self._falling, frm, task)  # the sender counts as busy from now on
 
         # first the fallback, then the release: the sender never looks idle between
         fut.add_done_callback(done)
         _hold(self._inflight, frm, fut)
 
-    async def _fall_back(self, env: Envelope) -> None:
-        """The session was not where the registry said: the router's full rules."""
+    async def _fall_back(self, env: Envelope, hooked: bool) -> None:
+        """The session was not where the registry said: the router's full
+        rules (as trusted when the message hooks ran here already)."""
         try:
-            await self.remote.route(env)
+            await self.remote.route(env, hooked)
         except Exception:  # RouterClient holds and bounces; this is a bug guard
             log.exception("handing a stanza from %s to a router failed", env.frm)
+
+    async def _delivered(self, env: Envelope) -> None:
+        try:
+            await self.local.direct_delivered(env)
+        except Exception:
+            log.exception("message observers failed after a direct delivery from %s", env.frm)
 
 
 def _hold(table: dict[JID, set[Any]], sender: JID, fut: asyncio.Future[Any]) -> None:

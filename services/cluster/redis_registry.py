@@ -11,11 +11,23 @@ Keys (all under the configured prefix ``P``):
 
 Changes that must be atomic (add/replace, remove-if-same-stream, update) are
 Lua scripts, so two edges binding the same resource at once cannot both win.
+
+An update writes the fields its caller changed, not the whole session: the
+presence service (availability, priority), the router's features (roster
+interest, per-session flags such as carbons) read a session, change their
+own fields and write it back, from different processes and, on a router,
+from a cached copy that may predate another process's write. Writing the
+whole session would put the stale fields back (a carbons enable undoing the
+initial presence that landed a moment before). So the registry remembers,
+per session object it decoded, the form it was read in; :meth:`update`
+merges the fields that differ from it into what Redis holds now, with a
+compare-and-set that retries when someone wrote in between.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from typing import Any
 
@@ -58,6 +70,23 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 """
 
+# compare-and-set: written (1) only if the entry is still exactly ARGV[2];
+# otherwise what is there now (to merge into and try again), false if gone
+_CAS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+if cur ~= ARGV[2] then return cur end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(Session))
+#: session objects whose read form is remembered for :meth:`RedisRegistry.update`;
+#: past it the oldest are forgotten (their update writes the whole session)
+_MAX_READ = 10_000
+#: compare-and-set attempts before an update gives up on merging
+_CAS_TRIES = 8
+
 
 class RedisRegistry:
     consistent_reads = False
@@ -69,6 +98,12 @@ class RedisRegistry:
         self._add = redis.register_script(_ADD)
         self._remove = redis.register_script(_REMOVE)
         self._update = redis.register_script(_UPDATE)
+        self._cas = redis.register_script(_CAS)
+        # id(session) -> (the session, its JSON when last synced with Redis
+        # (what its caller's changes are measured against), the JSON Redis
+        # held then). The session is held too, so its id is not reused while
+        # the entry lives.
+        self._read: dict[int, tuple[Session, bytes, bytes]] = {}
         self._count_key = self.p + "count"
         self._users_key = self.p + "users"
         # bare JID -> its sessions, kept while an event bus tells of changes
@@ -150,15 +185,58 @@ class RedisRegistry:
             await self._changed(jid.bare)
         return codec.loads(cur) if cur else None
 
+    def _decoded(self, raw: bytes) -> Session:
+        """A session read from Redis, remembered for :meth:`update`."""
+        s: Session = codec.loads(raw)
+        self._remember(s, raw, raw)
+        return s
+
+    def _remember(self, s: Session, synced: bytes, stored: bytes) -> None:
+        read = self._read
+        read.pop(id(s), None)
+        if len(read) >= _MAX_READ:
+            del read[next(iter(read))]  # the oldest: dicts keep insertion order
+        read[id(s)] = (s, synced, stored)
+
     async def update(self, s: Session, broadcast: bool = False) -> None:
         # broadcast_seq is not kept: each process reads through a cache that
         # the event bus refreshes a moment after a write, so consistent_reads
         # is False and the presence service does not use it
         assert s.jid.resource is not None
+        key, res = self._hash(s.jid.bare), s.jid.resource
+        known = self._read.get(id(s))
+        if known is None or known[0] is not s:
+            # not read here (made by the caller, or forgotten): all of it
+            with self._timed("update"):
+                await self._update(keys=[key], args=[res, s.sid, codec.dumps(s)])
+            await self._changed(s.jid.bare)
+            return
+        _, synced, stored = known
+        base: Session = codec.loads(synced)
+        changed = {f: getattr(s, f) for f in _FIELDS if getattr(s, f) != getattr(base, f)}
+        if not changed:
+            return
         with self._timed("update"):
-            await self._update(
-                keys=[self._hash(s.jid.bare)], args=[s.jid.resource, s.sid, codec.dumps(s)]
-            )
+            for _ in range(_CAS_TRIES):
+                cur: Session = codec.loads(stored)
+                if cur.sid != s.sid:
+                    return  # replaced by a newer stream: not this caller's session
+                for name, value in changed.items():
+                    setattr(cur, name, value)
+                new = codec.dumps(cur)
+                got = await self._cas(keys=[key], args=[res, stored, new])
+                if got == 1:
+                    self._remember(s, codec.dumps(s), new)
+                    break
+                if not got:
+                    self._read.pop(id(s), None)
+                    return  # the session is gone
+                stored = got if isinstance(got, bytes) else str(got).encode()
+            else:
+                # written over again and again meanwhile: this caller's
+                # fields win, as they did before updates were merged
+                await self._update(keys=[key], args=[res, s.sid, new])
+                self._remember(s, codec.dumps(s), new)
         await self._changed(s.jid.bare)
 
     async def get(self, jid: JID) -> Session | None:
@@ -179,7 +257,7 @@ class RedisRegistry:
             return next((s for s in await self._load(jid.bare) if s.jid == jid), None)
         with self._timed("get"):
             raw = await self.redis.hget(self._hash(jid.bare), jid.resource)
-        return codec.loads(raw) if raw else None
+        return self._decoded(raw) if raw else None
 
     async def resources(self, bare: JID) -> list[Session]:
         cached = self._cache.get(bare)
@@ -190,7 +268,7 @@ class RedisRegistry:
     async def _load(self, bare: JID) -> list[Session]:
         with self._timed("resources"):
             raw = await self.redis.hgetall(self._hash(bare))
-        sessions: list[Session] = [codec.loads(v) for v in raw.values()]
+        sessions = [self._decoded(v) for v in raw.values()]
         if self._bus is not None:
             if len(self._cache) > 100_000:
                 self._cache.clear()

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from ..core.storage import (
     Account,
+    ArchivedMessage,
+    ArchivePage,
+    ArchiveQuery,
     LastActivity,
     OfflineMessage,
     PubsubItem,
+    PushRegistration,
     RosterItem,
     ScramCredentials,
     Storage,
@@ -56,6 +60,18 @@ STORAGE_IDEMPOTENT: dict[str, bool] = {
     "add_blocks": True,
     "remove_blocks": True,
     "set_last_activity": True,
+    # archives: keyed inserts, reads, whole-document upserts, deletes
+    "archive_message": True,  # by stanza-id: a second copy stores nothing
+    "query_archive": True,
+    "delete_archive": True,
+    "get_archive_prefs": True,
+    "set_archive_prefs": True,
+    # push registrations (XEP-0357): a keyed upsert (a second copy replaces
+    # the options with the same ones and answers True again: the row is
+    # there), a read, a keyed delete that answers nothing
+    "put_push_registration": True,
+    "get_push_registrations": True,
+    "delete_push_registrations": True,
     # publish-subscribe: reads, whole-document upserts, deletes that answer nothing
     "pubsub_nodes": True,
     "get_pubsub_node": True,
@@ -74,6 +90,7 @@ STORAGE_IDEMPOTENT: dict[str, bool] = {
     "delete_pubsub_node": False,
     "delete_pubsub_items": False,
     "expire_pubsub_items": False,
+    "expire_archives": False,
     # the second copy answers differently ("exists", "not found", a conflict
     # with the first copy's own write), or bumps the roster version again
     "create_account": False,
@@ -181,6 +198,39 @@ class StorageClient(ContractClient):
         return await self._call(Storage.delete_offline, host, username, ids)
 
     # vcard-temp, private XML
+    # message archives
+    async def archive_message(self, archive: str, message: ArchivedMessage) -> None:
+        return await self._call(Storage.archive_message, archive, message)
+
+    async def query_archive(self, archive: str, query: ArchiveQuery) -> ArchivePage | None:
+        return await self._call(Storage.query_archive, archive, query)
+
+    async def delete_archive(self, archive: str) -> None:
+        return await self._call(Storage.delete_archive, archive)
+
+    async def expire_archives(self, before: float) -> int:
+        return await self._call(Storage.expire_archives, before)
+
+    async def get_archive_prefs(self, archive: str) -> str | None:
+        return await self._call(Storage.get_archive_prefs, archive)
+
+    async def set_archive_prefs(self, archive: str, prefs: str) -> None:
+        return await self._call(Storage.set_archive_prefs, archive, prefs)
+
+    # push registrations
+    async def put_push_registration(
+        self, host: str, username: str, registration: PushRegistration, limit: int
+    ) -> bool:
+        return await self._call(Storage.put_push_registration, host, username, registration, limit)
+
+    async def get_push_registrations(self, host: str, username: str) -> list[PushRegistration]:
+        return await self._call(Storage.get_push_registrations, host, username)
+
+    async def delete_push_registrations(
+        self, host: str, username: str, jid: str, node: str | None
+    ) -> None:
+        return await self._call(Storage.delete_push_registrations, host, username, jid, node)
+
     async def get_vcard(self, host: str, username: str) -> bytes | None:
         return await self._call(Storage.get_vcard, host, username)
 

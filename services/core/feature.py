@@ -22,6 +22,11 @@ The hook points, in the order a stanza meets them:
 ``presence_out`` / ``presence_in``
     presence from a local user (not yet routed) and presence to a local user:
     the first hook that returns True has handled it.
+``message_arrive``
+    every message to a local user, before it is delivered or kept (once,
+    whether it then goes to a resource, to offline storage or nowhere): a
+    hook may change the envelope (an archive stamps its XEP-0359
+    stanza-id, so each copy carries it) and cannot stop it.
 ``message_in`` / ``message_out``
     observers of every message delivered to / sent by a local user (an
     archive, carbons): they see it and cannot stop it.
@@ -29,6 +34,12 @@ The hook points, in the order a stanza meets them:
     a message for a local user with no resource to take it: the first hook
     that returns True has kept it (offline storage, an archive); none did:
     service-unavailable to the sender.
+``detached_delivery``
+    a stanza was queued for a session whose connection is gone and which
+    waits for XEP-0198 resumption (the edge holding it runs the chain, in
+    the background, with its own context: the deliverer does not wait).
+    Observers: the stanza is in the session's queue whatever they do (push
+    notifications wake the client's device).
 ``session_available`` / ``session_gone``
     a session became available with a non-negative priority (its initial
     presence, or a priority raised from below zero: where XEP-0160 sends
@@ -170,6 +181,8 @@ Handler = Callable[[Context, Envelope], Awaitable[bool]]
 #: sees the stanza, cannot stop it
 Observer = Callable[[Context, Envelope], Awaitable[None]]
 SessionHook = Callable[[Context, Session], Awaitable[None]]
+#: the full JID of a detached session and the stanza queued for it, serialized
+DetachedHook = Callable[[Context, JID, bytes], Awaitable[None]]
 AccountHook = Callable[[Context, JID], Awaitable[None]]
 
 
@@ -195,6 +208,9 @@ class Feature:
     server_iq: dict[tuple[str, str], IQHandler] = field(default_factory=dict)
     #: IQs addressed to a local bare JID (own account or another's)
     account_iq: dict[tuple[str, str], IQHandler] = field(default_factory=dict)
+    #: disco nodes of an account (XEP-0030 queries with a ``node``, to a local
+    #: bare JID): (node, "info" | "items") -> the handler answering that query
+    account_disco_nodes: dict[tuple[str, str], IQHandler] = field(default_factory=dict)
     #: stream features advertised after authentication (serialized)
     stream_features: tuple[bytes, ...] = ()
     # ---- hooks (see the module docstring for when each runs)
@@ -202,9 +218,11 @@ class Feature:
     filters: tuple[Filter, ...] = ()
     presence_out: tuple[Handler, ...] = ()
     presence_in: tuple[Handler, ...] = ()
+    message_arrive: tuple[Observer, ...] = ()
     message_in: tuple[Observer, ...] = ()
     message_out: tuple[Observer, ...] = ()
     undelivered: tuple[Handler, ...] = ()
+    detached_delivery: tuple[DetachedHook, ...] = ()
     session_available: tuple[SessionHook, ...] = ()
     session_gone: tuple[SessionHook, ...] = ()
     account_removed: tuple[AccountHook, ...] = ()
@@ -245,19 +263,34 @@ class FeatureSet:
         self.server_iq: dict[tuple[str, str], IQHandler] = {}
         self.account_iq: dict[tuple[str, str], IQHandler] = {}
         self.edge_iq: dict[tuple[str, str], EdgeIQHook] = {}
-        owners: dict[str, dict[tuple[str, str], str]] = {"server": {}, "account": {}, "edge": {}}
+        self.account_disco_nodes: dict[tuple[str, str], IQHandler] = {}
+        owners: dict[str, dict[tuple[str, str], str]] = {
+            "server": {},
+            "account": {},
+            "edge": {},
+            "node": {},
+        }
         for f in self.features:
             _merge(self.server_iq, owners["server"], "server IQ", f, f.server_iq)
             _merge(self.account_iq, owners["account"], "account IQ", f, f.account_iq)
             _merge(self.edge_iq, owners["edge"], "edge IQ hook", f, f.edge_iq)
+            _merge(
+                self.account_disco_nodes,
+                owners["node"],
+                "account disco node",
+                f,
+                f.account_disco_nodes,
+            )
         # the chains, in load order; empty tuples cost the hot path one loop
         # over nothing
         self.filters = tuple(h for f in self.features for h in f.filters)
         self.presence_out = tuple(h for f in self.features for h in f.presence_out)
         self.presence_in = tuple(h for f in self.features for h in f.presence_in)
+        self.message_arrive = tuple(h for f in self.features for h in f.message_arrive)
         self.message_in = tuple(h for f in self.features for h in f.message_in)
         self.message_out = tuple(h for f in self.features for h in f.message_out)
         self.undelivered = tuple(h for f in self.features for h in f.undelivered)
+        self.detached_delivery = tuple(h for f in self.features for h in f.detached_delivery)
         self.session_available = tuple(h for f in self.features for h in f.session_available)
         self.session_gone = tuple(h for f in self.features for h in f.session_gone)
         self.account_removed = tuple(h for f in self.features for h in f.account_removed)
@@ -298,6 +331,10 @@ class FeatureSet:
     async def observe(self, chain: tuple[Observer, ...], ctx: Context, env: Envelope) -> None:
         for h in chain:
             await h(ctx, env)
+
+    async def detached(self, ctx: Context, jid: JID, data: bytes) -> None:
+        for h in self.detached_delivery:
+            await h(ctx, jid, data)
 
     async def session_event(self, chain: tuple[SessionHook, ...], ctx: Context, s: Session) -> None:
         for h in chain:

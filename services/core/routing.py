@@ -77,6 +77,10 @@ class Session:
     #: the registry's order of availability broadcasts (update(broadcast=True));
     #: 0 where the registry does not keep one
     broadcast_seq: int = 0
+    #: per-session switches features set (carbons enabled, ...): state of one
+    #: stream that a feature needs wherever the session is looked up, kept
+    #: here so no feature needs a registry of its own
+    flags: set[str] = field(default_factory=set)
 
 
 class SessionRegistry(Protocol):
@@ -97,7 +101,9 @@ class SessionRegistry(Protocol):
 
 
 class EdgeLink(Protocol):
-    """What the router needs from an edge node."""
+    """What the router needs from an edge node. Deliveries are taken in the
+    order of the calls (an implementation queues a stanza before its first
+    await), so calls gathered at once still reach the client in order."""
 
     node_id: str
 

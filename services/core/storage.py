@@ -12,9 +12,13 @@ from ..xmpp.sasl import ScramCredentials
 
 __all__ = [
     "Account",
+    "ArchivePage",
+    "ArchiveQuery",
+    "ArchivedMessage",
     "LastActivity",
     "OfflineMessage",
     "PubsubItem",
+    "PushRegistration",
     "RosterItem",
     "ScramCredentials",
     "Storage",
@@ -58,6 +62,44 @@ class OfflineMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class ArchivedMessage:
+    """One message of an archive (XEP-0313)."""
+
+    id: str  # the XEP-0359 stanza-id given to it, unique in its archive
+    stamp: float
+    peer: str  # the other party's JID as it was (full or bare)
+    outgoing: bool  # sent by the archive's owner
+    stanza: bytes  # the message as it was routed, serialized
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveQuery:
+    """Which messages of an archive, and which page of them (XEP-0313 4.1,
+    XEP-0059). Filters: ``with_jid`` (bare: every resource; full: that one),
+    ``start``/``end`` (stamps, inclusive), ``after_id``/``before_id`` (ids,
+    exclusive). Paging: ``page_after``/``page_before`` (exclusive ids),
+    ``last`` (the page at the end: RSM ``<before/>``), ``limit``."""
+
+    with_jid: str | None = None
+    start: float | None = None
+    end: float | None = None
+    after_id: str | None = None
+    before_id: str | None = None
+    page_after: str | None = None
+    page_before: str | None = None
+    last: bool = False
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivePage:
+    messages: list[ArchivedMessage]  # oldest first
+    count: int  # messages matching the filters (paging aside)
+    first_index: int  # the position of messages[0] among them (0 when empty)
+    complete: bool  # nothing more in the direction of paging
+
+
+@dataclass(frozen=True, slots=True)
 class LastActivity:
     stamp: float
     status: str | None
@@ -73,6 +115,18 @@ class PubsubItem:
     stamp: float
     #: the ``<item/>``'s payload element, serialized (b"" for none)
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PushRegistration:
+    """One XEP-0357 push registration of a user: where notifications go."""
+
+    jid: str  # the app server's XMPP Push Service (normalized JID)
+    node: str  # the node on that service
+    #: the publish-options data form given at enable, serialized (None: none)
+    options: bytes | None = None
+    #: when it was first enabled (oldest first in listings)
+    created: float = 0.0
 
 
 class Storage(Protocol):
@@ -133,6 +187,31 @@ class Storage(Protocol):
     async def count_offline(self, host: str, username: str) -> int: ...
     async def fetch_offline(self, host: str, username: str) -> list[OfflineMessage]: ...
     async def delete_offline(self, host: str, username: str, ids: list[int]) -> None: ...
+
+    # message archives (XEP-0313), each named by its owner's JID (a user's
+    # bare JID, a room's JID). Storing an id already in the archive stores
+    # nothing. A query naming an id the archive does not hold answers None
+    async def archive_message(self, archive: str, message: ArchivedMessage) -> None: ...
+    async def query_archive(self, archive: str, query: ArchiveQuery) -> ArchivePage | None: ...
+    async def delete_archive(self, archive: str) -> None: ...
+    # messages stored before ``before`` (retention), in every archive; how many
+    async def expire_archives(self, before: float) -> int: ...
+    async def get_archive_prefs(self, archive: str) -> str | None: ...  # a JSON document
+    async def set_archive_prefs(self, archive: str, prefs: str) -> None: ...
+
+    # push registrations (XEP-0357), one per (app server jid, node) of a user.
+    # put: insert, or replace the options of the same (jid, node); a new one
+    # past ``limit`` registrations (limit > 0) is not stored: False
+    async def put_push_registration(
+        self, host: str, username: str, registration: PushRegistration, limit: int
+    ) -> bool: ...
+    async def get_push_registrations(
+        self, host: str, username: str
+    ) -> list[PushRegistration]: ...  # oldest first
+    # every registration of ``jid`` (node None) or the one of (jid, node)
+    async def delete_push_registrations(
+        self, host: str, username: str, jid: str, node: str | None
+    ) -> None: ...
 
     # vcard-temp (XEP-0054)
     async def get_vcard(self, host: str, username: str) -> bytes | None: ...

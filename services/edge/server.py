@@ -2,6 +2,15 @@
 
 It implements :class:`~services.core.routing.EdgeLink` so the router can
 deliver stanzas to the sessions it holds.
+
+XEP-0198 resumption stays on this edge: ``resumable`` maps each resumable
+stream management session's id to its ClientSession, connected or detached
+(the rules are in :mod:`.session`). A detached session is in ``local`` and
+``resumable`` but not in ``sessions`` (no keepalive, no transport), and its
+own timer ends it; :meth:`EdgeServer.stop` ends it at once. What is
+delivered to a detached session is also handed to the features'
+``detached_delivery`` hooks, in the background, through :attr:`context`:
+what else to do about it (wake the client's device) is theirs to decide.
 """
 
 from __future__ import annotations
@@ -61,8 +70,12 @@ class EdgeServer:
         self.node_id = node_id
         #: every client session of this edge, bound or not, whatever its transport
         self.sessions: set[ClientSession] = set()
-        #: bound sessions by full JID
+        #: bound sessions by full JID (detached resumable ones included)
         self.local: dict[JID, ClientSession] = {}
+        #: XEP-0198: sessions that may be resumed, by resumption id: connected
+        #: ones (a <resume/> takes over from a stream still open) and detached
+        #: ones, each until its resumption time runs out
+        self.resumable: dict[str, ClientSession] = {}
         #: sessions whose unbind (unavailable presence, last activity) is under way
         self.unbinding = 0
         #: set when the last session's teardown is over (what stop() waits for)
@@ -85,6 +98,8 @@ class EdgeServer:
         self.web: AsgiServer | None = None
         self.http_address: tuple[str, int] | None = None
         self._extra_features: list[bytes] | None = None
+        #: detached_delivery hooks running (kept referenced until they finish)
+        self._hooks: set[asyncio.Task[None]] = set()
         #: per IP: connections admitted and not yet bound
         self._unauthenticated: dict[str, int] = {}
         #: per IP: the new-connection token bucket, (tokens, when last counted)
@@ -156,7 +171,23 @@ class EdgeServer:
                     return comp.deliver(data)
             return False
         conn.deliver(data)
+        if conn.detached and self.context.features.detached_delivery:
+            self._detached_delivery(jid, data)
         return True
+
+    def _detached_delivery(self, jid: JID, data: bytes) -> None:
+        # a task: the deliverer (a router's stream, one-hop delivery) must not
+        # wait on a feature's storage reads and sends
+        task = asyncio.get_running_loop().create_task(self._run_detached_hooks(jid, data))
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
+    async def _run_detached_hooks(self, jid: JID, data: bytes) -> None:
+        ctx = self.context
+        try:
+            await ctx.features.detached(ctx, jid, data)
+        except Exception:  # the stanza is queued whatever a hook does
+            log.exception("edge: a detached_delivery hook failed for %s", jid)
 
     async def close_session(self, jid: JID, condition: str, text: str | None = None) -> bool:
         conn = self.local.pop(jid, None)
@@ -164,6 +195,7 @@ class EdgeServer:
             return False
         if condition == "conflict":
             conn.replaced = True
+        conn.no_resume = True  # replaced or kicked: not to be resumed (XEP-0198)
         conn.close(StreamError(StreamCondition(condition), text))
         return True
 
@@ -314,7 +346,9 @@ class EdgeServer:
             server.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
-        for sess in list(self.sessions):
+        detached = [s for s in self.resumable.values() if s.detached]
+        for sess in [*self.sessions, *detached]:
+            sess.no_resume = True  # nobody will be here to resume it
             sess.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
         for comp in list(self.component_connections):
             comp.close(StreamError(StreamCondition.SYSTEM_SHUTDOWN))
@@ -322,10 +356,12 @@ class EdgeServer:
         # caller closes storage under it; bounded, so a stuck one cannot
         # hold the shutdown
         await asyncio.sleep(0.05)
-        if self.sessions or self.unbinding:
+        if self.sessions or self.unbinding or any(s.detached for s in self.resumable.values()):
             self._idle.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), 5.0)
+        if self._hooks:  # before the caller closes storage under them; bounded too
+            await asyncio.wait(set(self._hooks), timeout=2.0)
         if self.web is not None:
             await self.web.stop()
             self.web = None
@@ -354,5 +390,8 @@ class EdgeServer:
                 if conn.ping_id is not None:
                     if now - conn.ping_sent > s.ping_timeout:
                         conn.close(StreamError(StreamCondition.CONNECTION_TIMEOUT))
+                        continue
                 elif now - conn.last_rx > s.ping_interval:
                     conn.send_ping()
+                if conn.sm is not None:
+                    conn.sm_tick()

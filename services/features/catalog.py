@@ -35,15 +35,22 @@ FEATURE_MODULES: list[str] = [
     "services.features.vcard",
     "services.features.private",
     "services.features.blocking",
+    "services.features.mam",
+    # before offline: its undelivered hook notifies, then lets offline keep the message
+    "services.features.push",
     "services.features.offline",
     "services.features.presence",
     "services.features.pep",
+    "services.features.csi",
+    "services.features.sm",
+    "services.features.carbons",
 ]
 
 #: titles of the XEPs the modules name, for the README table
 XEP_TITLES: dict[str, str] = {
     "XEP-0004": "Data Forms",
     "XEP-0012": "Last Activity",
+    "XEP-0013": "Flexible Offline Message Retrieval",
     "XEP-0030": "Service Discovery",
     "XEP-0048": "Bookmarks (in private XML storage)",
     "XEP-0049": "Private XML Storage",
@@ -55,15 +62,21 @@ XEP_TITLES: dict[str, str] = {
     "XEP-0084": "User Avatar",
     "XEP-0092": "Software Version",
     "XEP-0115": "Entity Capabilities",
+    "XEP-0136": "Message Archiving (read-only)",
     "XEP-0128": "Service Discovery Extensions",
     "XEP-0145": "Annotations (in private XML storage)",
     "XEP-0157": "Contact Addresses for XMPP Services",
     "XEP-0160": "Best Practices for Handling Offline Messages",
     "XEP-0163": "Personal Eventing Protocol",
     "XEP-0191": "Blocking Command",
+    "XEP-0198": "Stream Management",
     "XEP-0199": "XMPP Ping",
     "XEP-0222": "Persistent Storage of Public Data via PubSub",
     "XEP-0223": "Persistent Storage of Private Data via PubSub",
+    "XEP-0313": "Message Archive Management",
+    "XEP-0359": "Unique and Stable Stanza IDs",
+    "XEP-0352": "Client State Indication",
+    "XEP-0357": "Push Notifications",
     "XEP-0398": "User Avatar to vCard-Based Avatars Conversion",
     "XEP-0402": "PEP Native Bookmarks",
     "XEP-0411": "Bookmarks Conversion",
@@ -71,6 +84,8 @@ XEP_TITLES: dict[str, str] = {
     "XEP-0203": "Delayed Delivery",
     "XEP-0237": "Roster Versioning",
     "XEP-0256": "Last Activity in Presence",
+    "XEP-0280": "Message Carbons",
+    "XEP-0334": "Message Processing Hints",
     "XEP-0368": "SRV records for XMPP over TLS (direct TLS)",
 }
 

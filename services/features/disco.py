@@ -11,8 +11,9 @@ server's entity capabilities (XEP-0115).
   only (the router has already answered service-unavailable if the account
   does not exist).
 * A ``node`` is answered only for the server's own caps node
-  ``https://xmppd.dev#<ver>`` (XEP-0115 section 6.2); any other node is
-  item-not-found.
+  ``https://xmppd.dev#<ver>`` (XEP-0115 section 6.2) and, on an account, for
+  the nodes features declare (``Feature.account_disco_nodes``: XEP-0013's
+  offline message node, say); any other node is item-not-found.
 
 :func:`caps_ver` computes the XEP-0115 section 5.1 verification string of
 exactly what disco#info answers, and :func:`caps_feature` the ``<c/>`` the
@@ -126,9 +127,21 @@ async def _server_info(ctx: Context, env: Envelope, payload: etree._Element) -> 
     return server_info(ctx, node)
 
 
-async def _account_info(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element:
-    if payload.get("node") is not None:
+async def _node(
+    ctx: Context, env: Envelope, payload: etree._Element, kind: str
+) -> etree._Element | None:
+    node = payload.get("node") or ""
+    handler = ctx.features.account_disco_nodes.get((node, kind))
+    if handler is None:
         raise StanzaError(StanzaCondition.ITEM_NOT_FOUND)
+    return await handler(ctx, env, payload)
+
+
+async def _account_info(
+    ctx: Context, env: Envelope, payload: etree._Element
+) -> etree._Element | None:
+    if payload.get("node") is not None:
+        return await _node(ctx, env, payload, "info")
     return account_info(ctx, full=env.frm.bare == env.to.bare)
 
 
@@ -138,9 +151,11 @@ async def _account_info(ctx: Context, env: Envelope, payload: etree._Element) ->
 _ITEM = ns.q(ns.DISCO_ITEMS, "item")
 
 
-async def _items(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element:
+async def _items(ctx: Context, env: Envelope, payload: etree._Element) -> etree._Element | None:
     if payload.get("node") is not None:
-        raise StanzaError(StanzaCondition.ITEM_NOT_FOUND)
+        if env.to.local is None:
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND)
+        return await _node(ctx, env, payload, "items")
     q = etree.Element(_ITEMS_QUERY, nsmap={None: ns.DISCO_ITEMS})
     if env.to.local is None:  # the server: its services and components
         for domain, name in await ctx.service_domains():

@@ -31,6 +31,7 @@ from ..core.routing import Envelope
 from ..xmpp import ns
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
+from ..xmpp.parser import serialize
 from ..xmpp.tree import parse_element
 from ..xmpp.vcard_photo import photo_hash, stamp_presence
 
@@ -67,7 +68,7 @@ async def _set(ctx: Context, env: Envelope, payload: etree._Element) -> None:
     el = copy.deepcopy(payload)
     el.tail = None
     etree.cleanup_namespaces(el)
-    data = etree.tostring(el, with_tail=False)
+    data = serialize(el)
     if len(data) > MAX_VCARD_BYTES:
         raise StanzaError(
             StanzaCondition.NOT_ACCEPTABLE, f"vCard larger than {MAX_VCARD_BYTES} bytes"
@@ -102,7 +103,7 @@ async def _stamp(ctx: Context, env: Envelope) -> bool:
     if digest is not None:
         el = env.tree()
         if stamp_presence(el, digest):
-            env.data = etree.tostring(el, with_tail=False)
+            env.data = serialize(el)
     return False  # the presence feature routes it
 
 

@@ -35,6 +35,9 @@ MUC_USER = MUC + "#user"
 MUC_ADMIN = MUC + "#admin"
 MUC_OWNER = MUC + "#owner"
 OCCUPANT_ID = "urn:xmpp:occupant-id:0"
+#: archives (XEP-0313) and the ids of their messages (XEP-0359)
+MAM = "urn:xmpp:mam:2"
+SID = "urn:xmpp:sid:0"
 ROOMCONFIG = MUC + "#roomconfig"
 ROOMINFO = MUC + "#roominfo"
 REQUEST = MUC + "#request"
@@ -165,6 +168,10 @@ class Room:
     #: IQs forwarded to occupants, by the id they were sent with: (asker, its id)
     forwarded: dict[str, _Forwarded] = field(default_factory=dict)
     destroyed: bool = False
+    #: messages a persistent room archives (XEP-0313 section 5.1.2), as
+    #: (stanza-id, stamp, sender's occupant JID, message): the service
+    #: writes and clears them before the room's stanzas go out
+    to_archive: list[tuple[str, float, str, etree._Element]] = field(default_factory=list)
 
     # ---- lookups ---------------------------------------------------------------
 
@@ -539,6 +546,7 @@ class Room:
         m.set("from", str(self._nick_jid(occ.nick)))
         m.attrib.pop("to", None)
         self._stamp_occupant_id(m, occ)
+        self._archive(m)
         length = min(self.config.history_length, self.limits.max_history)
         if length > 0 and m.find(q(ns.CLIENT, "body")) is not None:
             size = len(etree.tostring(m))
@@ -598,6 +606,7 @@ class Room:
         self.state_seq += 1
         m = self._message(self._nick_jid(occ.nick), None, "groupchat")
         etree.SubElement(m, q(ns.CLIENT, "subject")).text = text
+        self._archive(m)
         return self._to_all(m)
 
     def _invite_or_decline(
@@ -651,6 +660,28 @@ class Room:
         if typ is not None:
             m.set("type", typ)
         return m
+
+    def _archive(self, m: etree._Element) -> None:
+        """A persistent room keeps its messages and subject changes in its
+        archive (XEP-0313 5.1.2), each under a stanza-id (XEP-0359) that
+        every occupant's copy carries; a sender's own claim is removed."""
+        for old in m.findall(q(SID, "stanza-id")):
+            if old.get("by") == str(self.jid):
+                m.remove(old)
+        if not self.config.persistent or self.locked:
+            return
+        sid = secrets.token_urlsafe(12)
+        etree.SubElement(m, q(SID, "stanza-id"), nsmap={None: SID}, by=str(self.jid), id=sid)
+        self.to_archive.append((sid, self.clock(), m.get("from") or "", _copy(m)))
+
+    def may_read_archive(self, jid: JID) -> bool:
+        """Who may query the archive: in a members-only room its members (and
+        admins and owners), elsewhere anyone not banned (Prosody's and
+        ejabberd's rule: what a visitor could have read by joining)."""
+        aff = self.affiliation(jid)
+        if aff == "outcast":
+            return False
+        return not self.config.members_only or aff in ("member", "admin", "owner")
 
     def _stamp_occupant_id(self, m: etree._Element, occ: Occupant) -> None:
         etree.SubElement(m, q(OCCUPANT_ID, "occupant-id"), nsmap={None: OCCUPANT_ID}).set(
@@ -1051,6 +1082,7 @@ class Room:
             "muc_passwordprotected" if c.password else "muc_unsecured",
             OCCUPANT_ID,
             ns.PING,
+            *((MAM, SID) if c.persistent else ()),
             # 7.10: registration with the room, with the muc#register form
             ns.REGISTER,
             REGISTER,

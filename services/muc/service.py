@@ -27,6 +27,8 @@ from lxml import etree
 
 from ..core.muc import AFFILIATIONS, RoomMemory, RoomSummary
 from ..core.routing import Envelope
+from ..core.storage import ArchivedMessage
+from ..features.mam import protocol as mam
 from ..xmpp import ns
 from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
@@ -47,6 +49,7 @@ _DISCO_ITEMS = q(ns.DISCO_ITEMS, "query")
 _ADMIN = q(MUC_ADMIN, "query")
 _OWNER = q(MUC_OWNER, "query")
 _PING = q(ns.PING, "ping")
+_MAM_QUERY = q(mam.MAM, "query")
 
 
 class _Mark:
@@ -156,6 +159,8 @@ class MucService:
         elif env.type in ("result", "error"):
             # an occupant answering an IQ the room forwarded to it
             out = room.iq_answer(frm, to.resource, el) if to.resource else []
+        elif to.resource is None and len(el) == 1 and el[0].tag == _MAM_QUERY:
+            out = await self._archive_query(ctx, room, env, el)
         else:
             out = self._room_iq(room, env, el)
         await self._save(ctx, room, before)
@@ -253,11 +258,18 @@ class MucService:
         assert local is not None
         await self._remember(room, before)
         storage = ctx.storage
+        archived, room.to_archive = room.to_archive, []
         if room.destroyed or (before.persistent and not room.config.persistent):
             await storage.delete_muc_room(self.domain, local)
+            await storage.delete_archive(str(room.jid))
             return
         if not room.config.persistent or room.locked:
             return
+        for sid, when, sender, message in archived:
+            await storage.archive_message(
+                str(room.jid),
+                ArchivedMessage(sid, when, sender, False, etree.tostring(message)),
+            )
         if room.state_seq != before.state_seq or not before.persistent:
             await storage.put_muc_room(self.domain, local, persist.state_of(room))
         added = min(room.history_seq - before.history_seq, len(room.history))
@@ -271,6 +283,28 @@ class MucService:
                 persist.history_entry(past.element),
                 keep,
             )
+
+    async def _archive_query(
+        self, ctx: Context, room: Room, env: Envelope, el: etree._Element
+    ) -> list[etree._Element]:
+        """XEP-0313 on the room's JID: the results to the asker, then the
+        IQ result with ``<fin/>`` (one recipient: fan_out keeps the order)."""
+        if env.type == "get":
+            return [_result(el, env, mam.query_form())]
+        if env.type != "set":
+            raise StanzaError(StanzaCondition.BAD_REQUEST)
+        if not room.may_read_archive(env.frm):
+            raise StanzaError(StanzaCondition.FORBIDDEN, "only members may read this archive")
+        query = mam.parse_query(el[0], ctx.settings.mam_max_page)
+        page = await ctx.storage.query_archive(str(room.jid), query.query)
+        if page is None:
+            raise StanzaError(StanzaCondition.ITEM_NOT_FOUND, "no such message in the archive")
+        messages = list(reversed(page.messages)) if query.flip else page.messages
+        out = [mam.result_message(str(room.jid), str(env.frm), query.queryid, m) for m in messages]
+        asked = query.query
+        backward = asked.last or asked.page_before is not None
+        out.append(_result(el, env, mam.fin(page, query.flip, backward)))
+        return out
 
     async def _remember(self, room: Room, before: _Mark) -> None:
         """Keep the room's image where the replica taking it over finds it."""

@@ -17,6 +17,8 @@ from typing import Any
 
 #: the values of Settings.http_secure
 HTTP_SECURE = ("always", "loopback", "never")
+#: XEP-0313 default archiving modes (the "default" attribute of <prefs/>)
+MAM_DEFAULTS = ("always", "roster", "never")
 
 
 class ConfigError(ValueError):
@@ -99,6 +101,29 @@ class Settings:
     )
     max_output_buffer_unauthenticated: int = _f(
         256 * 1024, "The same limit before the client has bound a resource"
+    )
+    csi_max_held: int = _f(
+        256,
+        "Presence and chat-state stanzas held back for a client that said it is inactive "
+        "(XEP-0352), one per sender and kind; past it (or past max_output_buffer bytes) "
+        "all are sent (0: hold nothing)",
+    )
+    sm_resume_timeout: float = _f(
+        300.0,
+        "Seconds a client session with resumable stream management (XEP-0198) is kept after "
+        "its connection is lost, for the client to resume it; a client may ask for less "
+        "(0: no resumption)",
+    )
+    sm_max_unacked: int = _f(
+        1000,
+        "Stanzas sent to a client with stream management (XEP-0198) and not acknowledged; "
+        "past it the stream is closed with policy-violation (a resumable session is kept, "
+        "a detached one ends)",
+    )
+    sm_request_every: int = _f(
+        5,
+        "Stanzas sent to a client with stream management (XEP-0198) before the server asks "
+        "for an acknowledgement; fewer are asked for at the next keepalive tick (0: only then)",
     )
     admins: list[str] = _f(
         [], "Bare JIDs of server administrators (higher shaper rate), comma separated"
@@ -219,6 +244,27 @@ class Settings:
     pubsub_max_items: int = _f(1000, "Most items a pubsub or PEP node keeps (its max_items cap)")
     pubsub_max_payload: int = _f(65536, "Largest item payload, in bytes")
     pubsub_max_nodes: int = _f(1000, "Most nodes of one pubsub service or PEP account")
+    # ---- message archives (XEP-0313) ----
+    mam_default: str = _f(
+        "always",
+        "Archive a user's messages by default: always, roster (only with contacts), never;"
+        " each user can change it (MAM preferences)",
+    )
+    mam_retention_days: float = _f(
+        0.0, "Archived messages older than this are deleted (0 keeps them for ever)"
+    )
+    mam_max_page: int = _f(250, "Most messages one archive query answers (RSM max above is cut)")
+    # ---- push notifications (XEP-0357) ----
+    push_max_registrations: int = _f(
+        10,
+        "Push registrations (app server and node) one user may enable; past it enable is"
+        " refused with not-acceptable (0: no limit)",
+    )
+    push_include_body: bool = _f(
+        False,
+        "Put the message body in push notifications (last-message-body); off by default, since"
+        " the app server and the phone vendor's push service would read it",
+    )
     # ---- REST admin API ----
     admin_host: str = _f("127.0.0.1", "Address the REST admin API binds to")
     admin_port: int = _f(-1, "REST admin API port (-1 disables, 0 picks a free port)")
@@ -303,6 +349,14 @@ class Settings:
             raise ConfigError(
                 f"http_secure: {settings.http_secure!r} is not one of {', '.join(HTTP_SECURE)}"
             )
+        if settings.mam_default not in MAM_DEFAULTS:
+            raise ConfigError(
+                f"mam_default: {settings.mam_default!r} is not one of {', '.join(MAM_DEFAULTS)}"
+            )
+        if settings.mam_max_page < 1:
+            raise ConfigError("mam_max_page: at least 1")
+        if settings.push_max_registrations < 0:
+            raise ConfigError("push_max_registrations: at least 0")
         if settings.bosh_max_wait < 1 or settings.bosh_max_hold < 1 or settings.bosh_inactivity < 1:
             raise ConfigError("bosh_max_wait, bosh_max_hold, bosh_inactivity: at least 1")
         for entry in settings.components:

@@ -72,13 +72,14 @@ class UserCaches:
         return cache
 
     def forget(self, name: str, user: JID | None) -> None:
-        """Drop a copy changed elsewhere (None: every user's)."""
-        cache = self._caches.get(name)
-        if cache is not None:
-            if user is None:
-                cache.clear()
-            else:
-                cache.forget(user)
+        """Drop a copy changed elsewhere (None: every user's; name "*":
+        every cache's)."""
+        for cache in self._caches.values() if name == "*" else [self._caches.get(name)]:
+            if cache is not None:
+                if user is None:
+                    cache.clear()
+                else:
+                    cache.forget(user)
 
     def _announce(self, name: str, user: JID) -> None:
         for hook in self._on_invalidate:

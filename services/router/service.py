@@ -233,6 +233,8 @@ class RouterService:
         if not local_to:
             await self.domains.route(self, env)
             return
+        if env.kind == "message" and features.message_arrive:
+            await features.observe(features.message_arrive, self, env)
         if to.resource is not None:
             if await self.deliver(to, env.data):
                 self.metrics.routed(env.t0)
@@ -264,7 +266,6 @@ class RouterService:
             or to.resource is None
             or to.local is None
             or not self.is_local(to.domain)
-            or (env.kind == "message" and (features.message_out or features.message_in))
         ):
             return None
         # the same filters as _route: a stanza any of them would stop takes
@@ -278,6 +279,28 @@ class RouterService:
         if s is None:
             return None
         return await self.edge(s.node)
+
+    async def direct_prepare(self, env: Envelope) -> None:
+        """What :meth:`_route` does to a client's message before delivering
+        it to a full JID, for the one-hop path to do before it delivers:
+        the ``message_out`` observers (a sender's archive, sent carbons),
+        then the ``message_arrive`` hooks (the recipient's archive and its
+        stanza-id). A delivery that then fails goes to a router as trusted,
+        so these do not run twice (``message_arrive`` does, and an archive
+        knows its own stanza-id)."""
+        features = self.features
+        if env.kind != "message":
+            return
+        if features.message_out and self.is_local(env.frm.domain):
+            await features.observe(features.message_out, self, env)
+        if features.message_arrive:
+            await features.observe(features.message_arrive, self, env)
+
+    async def direct_delivered(self, env: Envelope) -> None:
+        """The ``message_in`` observers (received carbons) of a message the
+        one-hop path delivered."""
+        if env.kind == "message" and self.features.message_in:
+            await self.features.observe(self.features.message_in, self, env)
 
     async def _message_to_bare(self, env: Envelope) -> None:
         to = env.to.bare

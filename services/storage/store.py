@@ -26,7 +26,15 @@ Behaviour the Protocol leaves open:
   ``get_roster`` by jid, ``get_blocklist`` by jid, ``pubsub_nodes`` by node),
   the same on both engines.
 * ``delete_account`` also deletes the account's PEP service (the pubsub nodes
-  and items of the service ``f"{username}@{host}"``), in the same transaction.
+  and items of the service ``f"{username}@{host}"``) and its message archive
+  and archiving preferences, in the same transaction.
+* ``query_archive`` tells a bare ``with_jid`` from a full one by its ``/``;
+  ``limit`` <= 0 answers the count and no messages.
+* ``put_push_registration`` for an unknown account raises
+  :class:`UnknownAccountError`. It first locks the account's row (an UPDATE
+  that changes nothing): on PostgreSQL two enables of one user run one after
+  another, so they cannot both pass the limit. Replacing a registration
+  keeps its ``created``. ``delete_push_registrations`` of nothing is a no-op.
 * ``put_pubsub_item`` on a node that does not exist raises
   :class:`UnknownPubsubNodeError` (a ``LookupError``, as
   :class:`UnknownAccountError`) and writes nothing. It first locks the node's
@@ -56,9 +64,13 @@ from typing import TYPE_CHECKING, Any
 
 from services.core.storage import (
     Account,
+    ArchivedMessage,
+    ArchivePage,
+    ArchiveQuery,
     LastActivity,
     OfflineMessage,
     PubsubItem,
+    PushRegistration,
     RosterItem,
     ScramCredentials,
 )
@@ -79,6 +91,7 @@ _USER_TABLES = (
     "private_xml",
     "blocklist",
     "last_activity",
+    "push_registrations",
 )
 
 _ROSTER_COLUMNS = (
@@ -276,6 +289,9 @@ class Store:
                 )
             # the account's PEP service (XEP-0163), named by its bare JID
             await self._delete_pubsub_service(tx, f"{username}@{host}")
+            # and its message archive (XEP-0313)
+            for table in ("archive_messages", "archive_prefs"):
+                await tx.execute(f"DELETE FROM {table} WHERE archive = $1", f"{username}@{host}")
             deleted = await tx.execute(
                 "DELETE FROM accounts WHERE host = $1 AND username = $2", host, username
             )
@@ -479,6 +495,124 @@ class Store:
             return None
         return version
 
+    # ---------------------------------------------------------- message archives
+
+    async def archive_message(self, archive: str, message: ArchivedMessage) -> None:
+        peer_bare = message.peer.split("/", 1)[0]
+        await self.db.execute(
+            "INSERT INTO archive_messages"
+            " (archive, stanza_id, stamp, peer, peer_bare, outgoing, stanza)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (archive, stanza_id) DO NOTHING",
+            archive,
+            message.id,
+            float(message.stamp),
+            message.peer,
+            peer_bare,
+            bool(message.outgoing),
+            bytes(message.stanza),
+        )
+
+    async def _archive_row(self, archive: str, stanza_id: str) -> int | None:
+        row = await self.db.fetchval(
+            "SELECT id FROM archive_messages WHERE archive = $1 AND stanza_id = $2",
+            archive,
+            stanza_id,
+        )
+        return None if row is None else int(row)
+
+    async def query_archive(self, archive: str, query: ArchiveQuery) -> ArchivePage | None:
+        args: list[Any] = [archive]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        where = ["archive = $1"]
+        if query.with_jid is not None:
+            column = "peer" if "/" in query.with_jid else "peer_bare"
+            where.append(f"{column} = {arg(query.with_jid)}")
+        if query.start is not None:
+            where.append(f"stamp >= {arg(float(query.start))}")
+        if query.end is not None:
+            where.append(f"stamp <= {arg(float(query.end))}")
+        bounds: list[tuple[str, str, bool]] = []  # (stanza id, operator, a filter?)
+        if query.after_id is not None:
+            bounds.append((query.after_id, ">", True))
+        if query.before_id is not None:
+            bounds.append((query.before_id, "<", True))
+        if query.page_after is not None:
+            bounds.append((query.page_after, ">", False))
+        if query.page_before is not None:
+            bounds.append((query.page_before, "<", False))
+        rows_of: list[tuple[int, str, bool]] = []
+        for sid, op, is_filter in bounds:
+            row = await self._archive_row(archive, sid)
+            if row is None:
+                return None
+            rows_of.append((row, op, is_filter))
+        for row, op, is_filter in rows_of:
+            if is_filter:
+                where.append(f"id {op} {arg(row)}")
+        filters = " AND ".join(where)
+        filter_args = list(args)
+        paging = [f"id {op} {arg(row)}" for row, op, is_filter in rows_of if not is_filter]
+        count = int(
+            await self.db.fetchval(
+                f"SELECT COUNT(*) FROM archive_messages WHERE {filters}", *filter_args
+            )
+        )
+        limit = int(query.limit)
+        if limit <= 0:
+            return ArchivePage([], count, 0, count == 0)
+        backward = query.last or query.page_before is not None
+        scope = " AND ".join([filters, *paging])
+        rows = await self.db.fetch(
+            "SELECT id, stanza_id, stamp, peer, outgoing, stanza FROM archive_messages"
+            f" WHERE {scope} ORDER BY id {'DESC' if backward else 'ASC'}"
+            f" LIMIT {arg(limit + 1)}",
+            *args,
+        )
+        more = len(rows) > limit
+        rows = list(rows[:limit])
+        if backward:
+            rows.reverse()
+        first_index = 0
+        if rows:
+            first_index = int(
+                await self.db.fetchval(
+                    f"SELECT COUNT(*) FROM archive_messages WHERE {filters}"
+                    f" AND id < ${len(filter_args) + 1}",
+                    *filter_args,
+                    int(rows[0][0]),
+                )
+            )
+        messages = [
+            ArchivedMessage(str(sid), float(stamp), str(peer), bool(out), bytes(stanza))
+            for _, sid, stamp, peer, out, stanza in rows
+        ]
+        return ArchivePage(messages, count, first_index, not more)
+
+    async def delete_archive(self, archive: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM archive_messages WHERE archive = $1", archive)
+            await tx.execute("DELETE FROM archive_prefs WHERE archive = $1", archive)
+
+    async def expire_archives(self, before: float) -> int:
+        return await self.db.execute("DELETE FROM archive_messages WHERE stamp < $1", float(before))
+
+    async def get_archive_prefs(self, archive: str) -> str | None:
+        row = await self.db.fetchval("SELECT prefs FROM archive_prefs WHERE archive = $1", archive)
+        return None if row is None else str(row)
+
+    async def set_archive_prefs(self, archive: str, prefs: str) -> None:
+        await self.db.execute(
+            "INSERT INTO archive_prefs (archive, prefs) VALUES ($1, $2)"
+            " ON CONFLICT (archive) DO UPDATE SET prefs = excluded.prefs",
+            archive,
+            prefs,
+        )
+
     # ---------------------------------------------------------- offline messages
 
     async def store_offline(
@@ -541,6 +675,89 @@ class Store:
                     username,
                     *chunk,
                 )
+
+    # ---------------------------------------------------------- push registrations
+
+    async def put_push_registration(
+        self, host: str, username: str, registration: PushRegistration, limit: int
+    ) -> bool:
+        r = registration
+        options = None if r.options is None else bytes(r.options)
+        async with self.db.transaction() as tx:
+            # lock the account row first (see the top): the count below holds
+            # until this commits
+            locked = await tx.execute(
+                "UPDATE accounts SET disabled = disabled WHERE host = $1 AND username = $2",
+                host,
+                username,
+            )
+            if not locked:
+                raise UnknownAccountError(host, username)
+            replaced = await tx.execute(
+                "UPDATE push_registrations SET options = $5"
+                " WHERE host = $1 AND username = $2 AND jid = $3 AND node = $4",
+                host,
+                username,
+                r.jid,
+                r.node,
+                options,
+            )
+            if replaced:
+                return True
+            if limit > 0:
+                n = await tx.fetchval(
+                    "SELECT COUNT(*) FROM push_registrations WHERE host = $1 AND username = $2",
+                    host,
+                    username,
+                )
+                if int(n) >= limit:
+                    return False
+            await tx.execute(
+                "INSERT INTO push_registrations (host, username, jid, node, options, created)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                host,
+                username,
+                r.jid,
+                r.node,
+                options,
+                float(r.created),
+            )
+        return True
+
+    async def get_push_registrations(self, host: str, username: str) -> list[PushRegistration]:
+        rows = await self.db.fetch(
+            "SELECT jid, node, options, created FROM push_registrations"
+            f" WHERE host = $1 AND username = $2 ORDER BY created, jid{self._collate},"
+            f" node{self._collate}",
+            host,
+            username,
+        )
+        return [
+            PushRegistration(
+                jid=str(j), node=str(n), options=None if o is None else bytes(o), created=float(c)
+            )
+            for j, n, o, c in rows
+        ]
+
+    async def delete_push_registrations(
+        self, host: str, username: str, jid: str, node: str | None
+    ) -> None:
+        if node is None:
+            await self.db.execute(
+                "DELETE FROM push_registrations WHERE host = $1 AND username = $2 AND jid = $3",
+                host,
+                username,
+                jid,
+            )
+            return
+        await self.db.execute(
+            "DELETE FROM push_registrations"
+            " WHERE host = $1 AND username = $2 AND jid = $3 AND node = $4",
+            host,
+            username,
+            jid,
+            node,
+        )
 
     # ------------------------------------------------------------------ vcard-temp
 

@@ -13,6 +13,32 @@ machine needs the outside world (TLS handshake, credentials from storage,
 resource conflict resolution) it emits an event and pauses until the owner
 answers through :meth:`tls_started`, :meth:`provide_credentials` or
 :meth:`bind_done`; further stanzas wait in the queue in order meanwhile.
+Once bound, the nonzas of XEP-0352 (client state indication) become
+:class:`ClientState` events, in order with the stanzas around them, where
+the owner advertises the feature; anywhere else they are unknown elements.
+
+XEP-0198 stream management, likewise only where the owner advertises
+``<sm xmlns='urn:xmpp:sm:3'/>`` (else its elements are unknown ones):
+
+- bound (ESTABLISHED): ``<enable/>`` is an :class:`SmEnable` the owner
+  answers with :meth:`C2SStream.sm_enabled` (section 3); ``<r/>`` an
+  :class:`SmRequest` it answers with ``<a h/>``; ``<a h/>`` an
+  :class:`SmAck`. A second ``<enable/>`` and a ``<resume/>`` get
+  ``<failed><unexpected-request/></failed>``; ``<r/>`` or ``<a/>`` before
+  ``<enable/>`` are unknown elements (unsupported-stanza-type), and an ``h``
+  that is not an unsignedInt is ``invalid-xml``.
+- authenticated, not bound (BIND): ``<resume/>`` is an :class:`SmResume`;
+  the machine waits (RESUME_WAIT) for :meth:`C2SStream.resumed` (it then
+  goes ESTABLISHED with the session's JID, without binding) or
+  :meth:`C2SStream.resume_failed` (back to BIND: the client may bind, as
+  section 5 wants). ``<enable/>`` there gets ``<failed><unexpected-request/>``
+  (section 3: not before binding); a ``<resume/>`` without ``previd`` or a
+  valid ``h`` gets ``<failed><bad-request/>``.
+- once enabled, each stanza received (message, presence, iq, not nonzas nor
+  unknown elements) is counted into the :class:`~.sm.StreamManagement`
+  the owner handed over, when its :class:`Stanza` event is made: events go
+  out one at a time, so an ``<r/>`` is answered after every stanza before it
+  was handled.
 """
 
 from __future__ import annotations
@@ -28,6 +54,7 @@ from lxml import etree
 
 from . import framing as fr
 from . import ns, sasl
+from . import sm as sm_
 from .errors import (
     SaslCondition,
     SaslFailure,
@@ -51,9 +78,20 @@ class State(enum.Enum):
     SASL_CHALLENGE = "sasl-challenge"  # SCRAM server-first sent, waiting for client-final
     BIND = "bind"  # authenticated, resource not bound yet
     BIND_WAIT = "bind-wait"  # owner is binding the resource
+    RESUME_WAIT = "resume-wait"  # owner is looking for the session to resume (XEP-0198)
     ESTABLISHED = "established"
     CLOSED = "closed"
 
+
+#: XEP-0352 Client State Indication. The machine accepts its nonzas only
+#: where the owner advertises the feature (``CSI_FEATURE`` among the
+#: ``extra_features``): a client told nothing of CSI gets what any unknown
+#: element gets, unsupported-stanza-type.
+CSI = "urn:xmpp:csi:0"
+CSI_FEATURE = b"<csi xmlns='urn:xmpp:csi:0'/>"
+#: XEP-0198 stream management, accepted where ``SM_FEATURE`` is advertised
+SM = sm_.NS
+SM_FEATURE = sm_.FEATURE
 
 #: Which top-level elements each state accepts; anything else is a stream error.
 #: (state, tag) -> handler name. Stanzas in ESTABLISHED bypass the table.
@@ -65,6 +103,16 @@ TRANSITIONS: dict[tuple[State, str], str] = {
     (State.SASL_CHALLENGE, ns.q(ns.SASL, "response")): "_on_response",
     (State.SASL_CHALLENGE, ns.q(ns.SASL, "abort")): "_on_abort",
     (State.BIND, ns.q(ns.CLIENT, "iq")): "_on_bind_iq",
+    # XEP-0352 nonzas: only once bound (before, they are unknown elements)
+    (State.ESTABLISHED, ns.q(CSI, "active")): "_on_client_state",
+    (State.ESTABLISHED, ns.q(CSI, "inactive")): "_on_client_state",
+    # XEP-0198 (only where advertised, see _dispatch)
+    (State.BIND, ns.q(SM, "enable")): "_on_sm_enable_unbound",
+    (State.BIND, ns.q(SM, "resume")): "_on_sm_resume",
+    (State.ESTABLISHED, ns.q(SM, "enable")): "_on_sm_enable",
+    (State.ESTABLISHED, ns.q(SM, "resume")): "_on_sm_resume_bound",
+    (State.ESTABLISHED, ns.q(SM, "r")): "_on_sm_request",
+    (State.ESTABLISHED, ns.q(SM, "a")): "_on_sm_ack",
 }
 
 
@@ -115,6 +163,44 @@ class Stanza:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientState:
+    """XEP-0352: the client said it is ``active`` (or inactive). Nothing is
+    answered; what the owner holds back or flushes is its business."""
+
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SmEnable:
+    """XEP-0198 ``<enable/>``: answer with :meth:`C2SStream.sm_enabled`.
+    ``max``: the client's preferred resumption time, seconds (None: none)."""
+
+    resume: bool
+    max: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SmRequest:
+    """XEP-0198 ``<r/>``: answer with ``<a h/>`` (the inbound count)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmAck:
+    """XEP-0198 ``<a h/>``: the client has handled ``h`` stanzas."""
+
+    h: int
+
+
+@dataclass(frozen=True, slots=True)
+class SmResume:
+    """XEP-0198 ``<resume/>``: answer with :meth:`C2SStream.resumed` or
+    :meth:`C2SStream.resume_failed`."""
+
+    previd: str
+    h: int
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The stream is over; ``error`` is what we sent, None for a clean close."""
 
@@ -130,6 +216,11 @@ Event = (
     | BindRequest
     | PreAuthIQ
     | Stanza
+    | ClientState
+    | SmEnable
+    | SmRequest
+    | SmAck
+    | SmResume
     | Closed
 )
 
@@ -182,6 +273,11 @@ class C2SStream:
         self._bind_iq: etree._Element | None = None
         self._peer_closed = False
         self._early: list[bytes] = []
+        self._csi = CSI_FEATURE in config.extra_features
+        self._sm = SM_FEATURE in config.extra_features
+        #: the XEP-0198 session the owner handed over (enabled or resumed)
+        self.sm: sm_.StreamManagement | None = None
+        self._sm_asked = False  # <enable/> was taken (at most one per stream)
 
     # ---- input ---------------------------------------------------------------
 
@@ -220,7 +316,7 @@ class C2SStream:
 
     def next_event(self) -> Event | None:
         while not self._events and self.state is not State.CLOSED and self._queue:
-            if self.state in (State.TLS_HANDSHAKE, State.SASL_WAIT_CREDS, State.BIND_WAIT):
+            if self.state in _PAUSED:
                 return None  # paused until the owner answers
             item = self._queue.popleft()
             try:
@@ -240,6 +336,12 @@ class C2SStream:
             self.state = State.CLOSED
             self._events.append(Closed(None, by_peer=True))
         return self._events.popleft() if self._events else None
+
+    @property
+    def peer_closed(self) -> bool:
+        """The client has ended its stream (``</stream:stream>``, ``<close/>``):
+        a clean close, whether or not its end was processed yet."""
+        return self._peer_closed
 
     @property
     def backlog(self) -> int:
@@ -316,6 +418,31 @@ class C2SStream:
         etree.SubElement(bind, ns.q(ns.BIND, "jid")).text = str(jid)
         self._send(reply)
         self.state = State.ESTABLISHED
+
+    def sm_enabled(self, sm: sm_.StreamManagement) -> None:
+        """Answer :class:`SmEnable`: stream management is on, counted in ``sm``."""
+        assert self.state is State.ESTABLISHED and self.sm is None
+        self.sm = sm
+        self._out.append(sm.enabled_nonza())
+
+    def resumed(self, jid: JID, sm: sm_.StreamManagement) -> None:
+        """Answer :class:`SmResume`: the stream carries on the session of
+        ``jid`` whose counters are ``sm``; ``<resumed/>`` is queued, and the
+        owner sends the unacknowledged stanzas after it."""
+        assert self.state is State.RESUME_WAIT
+        self.jid = jid
+        self.sm = sm
+        self._sm_asked = True
+        self._out.append(sm.resumed_nonza())
+        self.state = State.ESTABLISHED
+
+    def resume_failed(
+        self, condition: StanzaCondition = StanzaCondition.ITEM_NOT_FOUND, h: int | None = None
+    ) -> None:
+        """Answer :class:`SmResume`: no such session; the client may bind."""
+        assert self.state is State.RESUME_WAIT
+        self._out.append(sm_.failed(condition, h))
+        self.state = State.BIND
 
     # ---- output ------------------------------------------------------------
 
@@ -437,11 +564,17 @@ class C2SStream:
         tag = el.tag
         if not isinstance(tag, str):
             return
-        if self.state is State.ESTABLISHED:
+        if self.state is State.ESTABLISHED and not (
+            (self._csi and tag in _CSI_TAGS) or (self._sm and tag in _SM_TAGS)
+        ):
+            # an unknown element goes on too: the owner's stanza check
+            # answers it with unsupported-stanza-type
+            if self.sm is not None and tag in _STANZA_TAGS:
+                self.sm.stanza_in()
             self._events.append(Stanza(el, item.size))
             return
         handler = TRANSITIONS.get((self.state, tag))
-        if handler is not None:
+        if handler is not None and (self._sm or tag not in _SM_TAGS):
             getattr(self, handler)(el)
             return
         if tag == ns.q(ns.CLIENT, "iq") and self.state in (State.PRE_TLS, State.SASL):
@@ -583,6 +716,83 @@ class C2SStream:
             self._events.append(BindRequest(resource or None))
             return
         raise StreamError(StreamCondition.NOT_AUTHORIZED, "bind a resource first")
+
+    # client state indication (XEP-0352)
+    def _on_client_state(self, el: etree._Element) -> None:
+        # no reply (XEP-0352 3.2); the element is ours to release, as no
+        # event carries it
+        self._events.append(ClientState(el.tag == _CSI_ACTIVE))
+        self._parser.release(el)
+
+    # stream management (XEP-0198)
+    def _sm_failed(self, el: etree._Element, condition: StanzaCondition) -> None:
+        self._out.append(sm_.failed(condition))
+        if self.state is State.ESTABLISHED:
+            self._parser.release(el)  # no event carries it
+
+    def _on_sm_enable_unbound(self, el: etree._Element) -> None:
+        # section 3: not before resource binding (unless resuming)
+        self._sm_failed(el, StanzaCondition.UNEXPECTED_REQUEST)
+
+    def _on_sm_enable(self, el: etree._Element) -> None:
+        if self._sm_asked:
+            # section 3: one attempt per stream
+            self._sm_failed(el, StanzaCondition.UNEXPECTED_REQUEST)
+            return
+        self._sm_asked = True
+        resume = (el.get("resume") or "").strip() in ("true", "1")
+        try:
+            client_max: int | None = sm_.parse_h(el.get("max"))
+        except ValueError:
+            client_max = None  # absent or not a number: no preference
+        self._events.append(SmEnable(resume, client_max))
+        self._parser.release(el)
+
+    def _on_sm_resume_bound(self, el: etree._Element) -> None:
+        # section 5: resumption replaces binding; a bound stream has its session
+        self._sm_failed(el, StanzaCondition.UNEXPECTED_REQUEST)
+
+    def _on_sm_resume(self, el: etree._Element) -> None:
+        previd = el.get("previd")
+        try:
+            h = sm_.parse_h(el.get("h"))
+        except ValueError:
+            previd = None
+        if not previd:
+            self._sm_failed(el, StanzaCondition.BAD_REQUEST)
+            return
+        self.state = State.RESUME_WAIT
+        self._events.append(SmResume(previd, h))
+
+    def _on_sm_request(self, el: etree._Element) -> None:
+        self._parser.release(el)
+        if self.sm is None:
+            raise StreamError(
+                StreamCondition.UNSUPPORTED_STANZA_TYPE, "stream management is not enabled"
+            )
+        self._events.append(SmRequest())
+
+    def _on_sm_ack(self, el: etree._Element) -> None:
+        value = el.get("h")
+        self._parser.release(el)
+        if self.sm is None:
+            raise StreamError(
+                StreamCondition.UNSUPPORTED_STANZA_TYPE, "stream management is not enabled"
+            )
+        try:
+            h = sm_.parse_h(value)
+        except ValueError:
+            raise StreamError(StreamCondition.INVALID_XML, "h must be an unsignedInt") from None
+        self._events.append(SmAck(h))
+
+
+_PAUSED = frozenset(
+    {State.TLS_HANDSHAKE, State.SASL_WAIT_CREDS, State.BIND_WAIT, State.RESUME_WAIT}
+)
+_CSI_ACTIVE = ns.q(CSI, "active")
+_CSI_TAGS = frozenset({_CSI_ACTIVE, ns.q(CSI, "inactive")})
+_SM_TAGS = frozenset(ns.q(SM, t) for t in ("enable", "resume", "r", "a"))
+_STANZA_TAGS = frozenset(ns.q(ns.CLIENT, t) for t in ("message", "presence", "iq"))
 
 
 def _b64(text: str | None) -> bytes:

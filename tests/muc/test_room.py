@@ -543,3 +543,42 @@ def test_cancelling_the_initial_configuration_destroys_the_room() -> None:
     r.locked = False
     assert r.owner_set(A, cancel) == []
     assert not r.destroyed and "alice" in r.occupants
+
+
+def test_a_persistent_room_archives_under_the_id_occupants_see() -> None:
+    """XEP-0313 5.1.2: messages with a body and subject changes, each under
+    one stanza-id (XEP-0359) in every copy; a sender's own claim removed; a
+    temporary room archives nothing."""
+    sid = "{urn:xmpp:sid:0}stanza-id"
+    r = room(persistent=True)
+    r.handle_presence(B, "bob", P())
+    forged = M("hi")
+    etree.SubElement(forged, sid, by=str(ROOM), id="forged")
+    out = r.handle_message(A, None, forged)
+    ids = {s.get("id") for m in out for s in m.iter(sid)}
+    assert len(out) == 2 and len(ids) == 1 and "forged" not in ids
+    (kept,) = r.to_archive
+    assert kept[0] in ids and kept[2] == f"{ROOM}/alice"
+    assert kept[3].findtext("{jabber:client}body") == "hi"
+    r.handle_message(
+        A,
+        None,
+        etree.fromstring(
+            "<message xmlns='jabber:client' type='groupchat'><subject>news</subject></message>"
+        ),
+    )
+    assert len(r.to_archive) == 2
+    t = room()
+    out = t.handle_message(A, None, M("gone"))
+    assert t.to_archive == [] and not [s for m in out for s in m.iter(sid)]
+
+
+def test_who_may_read_the_archive() -> None:
+    r = room()
+    assert r.may_read_archive(B)
+    r.affiliations["bob@localhost"] = "outcast"
+    assert not r.may_read_archive(B)
+    m = room(members_only=True)
+    assert not m.may_read_archive(C) and m.may_read_archive(A)
+    m.affiliations["carol@localhost"] = "member"
+    assert m.may_read_archive(C)

@@ -116,3 +116,19 @@ async def test_clear_on_a_wildcard_forget() -> None:
     await c.get(ALICE, a)
     caches.forget("photo", None)
     assert await c.get(ALICE, b) == "b"
+
+
+async def test_forget_everything() -> None:
+    caches = UserCaches()
+    a, b = caches.get("a"), caches.get("b")
+
+    async def one() -> str | None:
+        return "1"
+
+    async def two() -> str | None:
+        return "2"
+
+    await a.get(ALICE, one)
+    await b.get(ALICE, one)
+    caches.forget("*", None)
+    assert await a.get(ALICE, two) == "2" and await b.get(ALICE, two) == "2"
