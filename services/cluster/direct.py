@@ -26,6 +26,7 @@ so a direct delivery never overtakes what the router has not processed yet
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +73,10 @@ class DirectRouter:
         self._inflight: dict[JID, set[asyncio.Future[bool]]] = {}
         # sender -> failed direct deliveries on their way to a router
         self._falling: dict[JID, set[asyncio.Task[None]]] = {}
-        # message observers running after direct deliveries (kept referenced)
-        self._after: set[asyncio.Task[None]] = set()
+        # messages delivered directly whose message_in observers are to run,
+        # in delivery order, and the task running them
+        self._after: collections.deque[Envelope] = collections.deque()
+        self._draining: asyncio.Task[None] | None = None
 
     # ---- the Router contract ---------------------------------------------------
 
@@ -139,9 +142,11 @@ class DirectRouter:
                 self.metrics.direct_ok.inc()
                 self.metrics.routed(env.t0)
                 if hooked and self.local.features.message_in:
-                    after = asyncio.get_running_loop().create_task(self._delivered(env))
-                    self._after.add(after)
-                    after.add_done_callback(self._after.discard)
+                    # one task drains them all: a task per message cost the
+                    # edge more than the observers themselves
+                    self._after.append(env)
+                    if self._draining is None or self._draining.done():
+                        self._draining = asyncio.get_running_loop().create_task(self._drain())
                 return
             self.metrics.direct_failed.inc()
             task = asyncio.get_running_loop().create_task(self._fall_back(env, hooked))
@@ -159,11 +164,13 @@ class DirectRouter:
         except Exception:  # RouterClient holds and bounces; this is a bug guard
             log.exception("handing a stanza from %s to a router failed", env.frm)
 
-    async def _delivered(self, env: Envelope) -> None:
-        try:
-            await self.local.direct_delivered(env)
-        except Exception:
-            log.exception("message observers failed after a direct delivery from %s", env.frm)
+    async def _drain(self) -> None:
+        while self._after:
+            env = self._after.popleft()
+            try:
+                await self.local.direct_delivered(env)
+            except Exception:
+                log.exception("message observers failed after a direct delivery from %s", env.frm)
 
 
 def _hold(table: dict[JID, set[Any]], sender: JID, fut: asyncio.Future[Any]) -> None:

@@ -67,7 +67,7 @@ from ..xmpp import stanza as st
 from ..xmpp.errors import StanzaCondition, StanzaError
 from ..xmpp.jid import JID
 
-__all__ = ["CARBONS", "FEATURE", "FLAG", "eligible"]
+__all__ = ["CACHE", "CARBONS", "FEATURE", "FLAG", "eligible"]
 
 CARBONS = "urn:xmpp:carbons:2"
 FORWARD = "urn:xmpp:forward:0"
@@ -150,6 +150,24 @@ def _original(env: Envelope) -> etree._Element:
     return el
 
 
+#: the ``Context.cache`` of the users with a session that turned carbons on
+#: ("1"; None: nobody): most messages are of users without, and this saves
+#: them a session lookup each way (a Redis read each in a cluster). A copy
+#: is dropped everywhere by enable and disable; one kept after such a
+#: session ended costs a lookup, nothing else.
+CACHE = "carbons"
+
+
+async def _wanted(ctx: Context, user: JID) -> bool:
+    async def load() -> str | None:
+        # flags, not availability: a client turns carbons on before its
+        # initial presence, which would not drop this copy
+        sessions = await ctx.sessions.resources(user)
+        return "1" if any(FLAG in s.flags for s in sessions) else None
+
+    return await ctx.cache(CACHE).get(user, load) is not None
+
+
 def _enabled(sessions: list[Session]) -> list[Session]:
     return [s for s in sessions if s.available and FLAG in s.flags]
 
@@ -180,10 +198,16 @@ async def _send_copies(
 async def _sent(ctx: Context, env: Envelope) -> None:
     """Section 8: the sender's other carbons-enabled resources get a copy."""
     frm = env.frm
-    if frm.local is None or frm.resource is None or not eligible(env.tree()):
+    if frm.local is None or frm.resource is None:
         return
     user = frm.bare
+    if not await _wanted(ctx, user):
+        return
     sessions = await ctx.sessions.resources(user)
+    # first whether anyone wants copies: most users have no other resource
+    # with carbons on, and then the message is not looked into at all
+    if not any(s.jid != frm for s in _enabled(sessions)) or not eligible(env.tree()):
+        return
     skip = {frm}
     if env.to.bare == user and ctx.is_local(env.to.domain):
         # to the user's own account: who gets the original needs no copy
@@ -199,15 +223,18 @@ async def _received(ctx: Context, env: Envelope) -> None:
     user = to.bare
     if to.local is None or env.frm.bare == user:
         return
+    if not await _wanted(ctx, user):
+        return
+    sessions = await ctx.sessions.resources(user)
+    enabled = _enabled(sessions)
+    if not enabled or (to.resource is not None and all(s.jid == to for s in enabled)):
+        return  # nobody to copy to: the message is not looked into
     el = env.tree()
     if not eligible(el) or _from_room_occupant(el):
         return
-    sessions = await ctx.sessions.resources(user)
     addressed = next((s for s in sessions if s.jid == to), None) if to.resource else None
     got = {addressed.jid} if addressed is not None else _bare_recipients(sessions)
-    await _send_copies(
-        ctx, "received", user, env, [s for s in _enabled(sessions) if s.jid not in got]
-    )
+    await _send_copies(ctx, "received", user, env, [s for s in enabled if s.jid not in got])
 
 
 async def _requester(ctx: Context, env: Envelope) -> Session:
@@ -228,6 +255,7 @@ async def _enable(ctx: Context, env: Envelope, payload: etree._Element) -> None:
     if FLAG not in s.flags:
         s.flags.add(FLAG)
         await ctx.sessions.update(s)
+    ctx.cache(CACHE).invalidate(s.jid)
     return None
 
 
@@ -236,6 +264,7 @@ async def _disable(ctx: Context, env: Envelope, payload: etree._Element) -> None
     if FLAG in s.flags:
         s.flags.discard(FLAG)
         await ctx.sessions.update(s)
+    ctx.cache(CACHE).invalidate(s.jid)
     return None
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from services.cluster.redis_registry import RedisRegistry
 from services.core.routing import Envelope, Session
 from services.features.catalog import load_features
+from services.router.caches import UserCaches
 from services.xmpp.jid import JID
 from services.xmpp.tree import parse_element
 
@@ -173,6 +174,10 @@ def _carbons() -> Any:
 async def _iq(sessions: RedisRegistry, jid: JID, handler: Any) -> None:
     """Run a carbons IQ handler with ``sessions`` as the router's registry."""
     iq = parse_element(b"<iq xmlns='jabber:client' type='set' id='c1'><x/></iq>")
-    ctx = SimpleNamespace(sessions=sessions, is_local=lambda domain: domain == "localhost")
+    ctx = SimpleNamespace(
+        sessions=sessions,
+        is_local=lambda domain: domain == "localhost",
+        cache=UserCaches().get,
+    )
     env = Envelope.of(iq, jid, jid.bare)
     assert await handler(ctx, env, iq[0]) is None

@@ -26,6 +26,7 @@ the archive is a copy, delivery is the promise.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
@@ -66,9 +67,13 @@ async def _prefs(ctx: Context, user: JID) -> p.Prefs:
         return await ctx.storage.get_archive_prefs(str(user))
 
     doc = await ctx.cache(PREFS_CACHE).get(user, load)
-    if doc is None:
-        return p.Prefs(ctx.settings.mam_default)
-    return p.Prefs.from_json(doc)
+    return _parsed(doc, ctx.settings.mam_default)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(doc: str | None, default: str) -> p.Prefs:
+    # asked for each message both ways: the same few documents, parsed once
+    return p.Prefs(default) if doc is None else p.Prefs.from_json(doc)
 
 
 async def _keeps(ctx: Context, user: JID, peer: JID) -> bool:

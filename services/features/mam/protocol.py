@@ -106,6 +106,8 @@ class Prefs:
     def decide(self, peer: JID) -> bool | None:
         """True/False when the lists or the default decide; None: "roster",
         the caller asks whether ``peer`` is a contact."""
+        if not self.never and not self.always:
+            return None if self.default == "roster" else self.default == "always"
         bare = str(peer.bare)
         if bare in self.never:
             return False
