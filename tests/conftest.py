@@ -373,14 +373,18 @@ class Raw:
     ) -> str:
         """STARTTLS, SASL PLAIN, bind; returns the bound full JID."""
         await self.authenticate(user, password)
-        self.send(
-            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-            f"<resource>{resource}</resource></bind></iq>"
-        )
-        out = await self.expect(b"</iq>")
+        out = await self.bind(resource)
         m = re.search(rb"<jid>([^<]+)</jid>", out)
         assert m, out
         return m.group(1).decode()
+
+    async def bind(self, resource: str, iq_id: str = "bind1") -> bytes:
+        """Bind ``resource`` on an authenticated stream; the answer as read."""
+        self.send(
+            f"<iq type='set' id='{iq_id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            f"<resource>{resource}</resource></bind></iq>"
+        )
+        return await self.expect(b"</iq>")
 
     def close(self) -> None:
         self.writer.close()

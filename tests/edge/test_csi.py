@@ -345,13 +345,20 @@ async def test_nonzas_before_binding_are_refused_and_accepted_after(
     assert got.count(b"<") == 2 and got.count(b"<iq") == 2, got
 
 
-async def test_inactive_holds_presence_until_a_message_with_a_body(raw: Any, server: Any) -> None:
+async def _inactive_phone(raw: Any) -> tuple[Raw, str, Raw]:
+    """bob/phone, bound and inactive (the ping's answer says the server
+    took <inactive/>), and alice/a, bound, to send to it."""
     bob = await raw()
     phone = await bob.login("bob", resource="phone")
     alice = await raw()
     await alice.login("alice", resource="a")
     bob.send(INACTIVE)
     await _ping(bob, 1)
+    return bob, phone, alice
+
+
+async def test_inactive_holds_presence_until_a_message_with_a_body(raw: Any, server: Any) -> None:
+    bob, phone, alice = await _inactive_phone(raw)
     for status in ("one", "two", "three"):
         alice.send(f"<presence to='{phone}'><status>{status}</status></presence>")
     alice.send(
@@ -372,12 +379,7 @@ async def test_inactive_holds_presence_until_a_message_with_a_body(raw: Any, ser
 
 
 async def test_active_flushes_what_was_held(raw: Any, server: Any) -> None:
-    bob = await raw()
-    phone = await bob.login("bob", resource="phone")
-    alice = await raw()
-    await alice.login("alice", resource="a")
-    bob.send(INACTIVE)
-    await _ping(bob, 1)
+    bob, phone, alice = await _inactive_phone(raw)
     alice.send(f"<presence to='{phone}'><status>away now</status></presence>")
     alice.send(f"<presence to='{phone}' type='unavailable'/>")
     await _ping(alice, 1)
@@ -392,12 +394,7 @@ async def test_active_flushes_what_was_held(raw: Any, server: Any) -> None:
 
 
 async def test_a_stanza_from_the_client_flushes_what_was_held(raw: Any, server: Any) -> None:
-    bob = await raw()
-    phone = await bob.login("bob", resource="phone")
-    alice = await raw()
-    await alice.login("alice", resource="a")
-    bob.send(INACTIVE)
-    await _ping(bob, 1)
+    bob, phone, alice = await _inactive_phone(raw)
     alice.send(f"<presence to='{phone}'><status>held</status></presence>")
     await _ping(alice, 1)
     assert _held(server, phone) == 1
@@ -442,12 +439,7 @@ async def test_bound_from_the_setting(server_factory: Any) -> None:
 
 
 async def test_held_stanzas_are_dropped_with_the_session(raw: Any, server: Any) -> None:
-    bob = await raw()
-    phone = await bob.login("bob", resource="phone")
-    alice = await raw()
-    await alice.login("alice", resource="a")
-    bob.send(INACTIVE)
-    await _ping(bob, 1)
+    bob, phone, alice = await _inactive_phone(raw)
     alice.send(f"<presence to='{phone}'><status>never sent</status></presence>")
     await _ping(alice, 1)
     session = _session(server, phone)

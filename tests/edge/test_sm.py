@@ -107,11 +107,7 @@ async def test_enable_before_bind_and_twice(raw: Any) -> None:
     r.send(f"<enable xmlns='{SM}' resume='true'/>")
     await r.expect(UNEXPECTED)
     # the stream goes on: the client binds, then enables once
-    r.send(
-        "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-        "<resource>x</resource></bind></iq>"
-    )
-    await r.expect(b"</iq>")
+    await r.bind("x", "b1")
     await _enable(r)
     r.send(f"<enable xmlns='{SM}'/>")
     await r.expect(UNEXPECTED)
@@ -275,11 +271,7 @@ async def test_resume_after_the_time_ran_out(server_factory: Any) -> None:
     bob2.send(f"<resume xmlns='{SM}' previd='{smid}' h='1'/>")
     await bob2.expect(ITEM_NOT_FOUND)
     # the client may bind instead, and gets the message with its presence
-    bob2.send(
-        "<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-        "<resource>phone</resource></bind></iq>"
-    )
-    await bob2.expect(b"</iq>")
+    await bob2.bind("phone", "b2")
     bob2.send("<presence/>")
     got = await bob2.expect(rb"unacked</body>.*?</message>")
     assert b"urn:xmpp:delay" in got
@@ -357,11 +349,7 @@ async def test_resume_of_another_users_session(raw: Any, server: Any) -> None:
     await carol.expect(ITEM_NOT_FOUND)
     # bob's session is untouched, carol binds her own
     assert old.detached and server.edge.resumable[smid] is old
-    carol.send(
-        "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-        "<resource>c</resource></bind></iq>"
-    )
-    got = await carol.expect(b"</iq>")
+    got = await carol.bind("c", "b")
     assert b"carol@localhost/c" in got
     unknown = await raw()
     await _authenticate(unknown)

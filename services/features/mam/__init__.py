@@ -153,10 +153,10 @@ async def _arrive(ctx: Context, env: Envelope) -> None:
     if keep and p.worth_archiving(el) and await ctx.user_exists(to):
         sid = _new_id()
         p.stamp_stanza_id(el, str(to), sid)
-        changed = True
-        stored = serialize(el)
-        await _write(ctx, to, ArchivedMessage(sid, time.time(), str(env.frm), False, stored))
-    if changed:
+        # serialized once: the archive keeps the bytes every copy carries
+        env.data = serialize(el)
+        await _write(ctx, to, ArchivedMessage(sid, time.time(), str(env.frm), False, env.data))
+    elif changed:
         env.data = serialize(el)
 
 
